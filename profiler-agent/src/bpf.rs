@@ -1,0 +1,279 @@
+//! The only module that touches aya: loads the sampler, attaches it to every online CPU, and drains
+//! its maps.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::programs::perf_event::{
+    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
+use aya::{Ebpf, EbpfLoader};
+use profiler_common::{Control, SampleKey, Stat, errno, names};
+
+use crate::source::{RawBatch, RawSample, SampleSource, SamplerStats, SourceError, StackSide};
+use crate::types::{Pid, StackLoss, VirtAddr};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf.o"));
+
+/// How long to wait after flipping generations before reading the old pair. A sample's program run
+/// takes microseconds with interrupts off; this is three orders of magnitude more.
+const FLIP_GRACE: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "not permitted to load the eBPF sampler: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep profiler-agent`)"
+    )]
+    Permission,
+    #[error("the kernel rejected the eBPF sampler: {0}")]
+    Load(String),
+    #[error("cannot open the cpu-clock perf event on CPU {cpu}: {message}")]
+    Attach { cpu: u32, message: String },
+    #[error("reading eBPF map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+/// What to sample.
+#[derive(Clone, Copy, Debug)]
+pub struct SamplerOptions {
+    /// Only this process (all its threads); `None` = every process.
+    pub target: Option<Pid>,
+    /// Samples per second per CPU.
+    pub frequency: u64,
+}
+
+/// The loaded sampler. Dropping it detaches the program from every CPU.
+pub struct BpfSampler {
+    /// Keeps the program and its perf-event links alive.
+    _ebpf: Ebpf,
+    control: Array<MapData, Control>,
+    counts: [PerCpuHashMap<MapData, SampleKey, u64>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    stats: PerCpuArray<MapData, u64>,
+    /// The generation the program writes to now.
+    generation: usize,
+}
+
+fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return true;
+        }
+        let text = e.to_string();
+        if text.contains("Operation not permitted") || text.contains("Permission denied") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn load_error(err: impl std::error::Error + 'static) -> BpfError {
+    if is_permission(&err) {
+        BpfError::Permission
+    } else {
+        BpfError::Load(error_chain(&err))
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    text
+}
+
+impl BpfSampler {
+    /// Loads the program and attaches it to the software cpu-clock of every online CPU.
+    pub fn start(opts: SamplerOptions) -> Result<Self, BpfError> {
+        let target = opts.target.map_or(0, |p| p.0);
+        let own = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::TARGET_TGID, &target, true)
+            .override_global(names::SELF_TGID, &own, true)
+            .load(OBJECT)
+            .map_err(load_error)?;
+        let program: &mut PerfEvent = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or_else(|| BpfError::Load(format!("program {} missing", names::PROGRAM)))?
+            .try_into()
+            .map_err(load_error)?;
+        program.load().map_err(load_error)?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(_, e)| BpfError::Load(format!("reading online CPUs: {e}")))?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(opts.frequency),
+                    false,
+                )
+                .map_err(|e| {
+                    if is_permission(&e) {
+                        BpfError::Permission
+                    } else {
+                        BpfError::Attach {
+                            cpu,
+                            message: error_chain(&e),
+                        }
+                    }
+                })?;
+        }
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| BpfError::Load(format!("map {name} missing from the object")))
+        };
+        let control =
+            Array::try_from(take(names::CONTROL)?).map_err(|e| map_error(names::CONTROL, e))?;
+        let counts = [
+            typed_counts(take(names::COUNTS[0])?, 0)?,
+            typed_counts(take(names::COUNTS[1])?, 1)?,
+        ];
+        let stacks = [
+            typed_stacks(take(names::STACKS[0])?, 0)?,
+            typed_stacks(take(names::STACKS[1])?, 1)?,
+        ];
+        let stats =
+            PerCpuArray::try_from(take(names::STATS)?).map_err(|e| map_error(names::STATS, e))?;
+        let mut sampler = Self {
+            _ebpf: ebpf,
+            control,
+            counts,
+            stacks,
+            stats,
+            generation: 0,
+        };
+        sampler.set_generation(0)?;
+        Ok(sampler)
+    }
+
+    fn set_generation(&mut self, generation: usize) -> Result<(), BpfError> {
+        self.control
+            .set(
+                0,
+                Control {
+                    generation: generation as u32,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(|e| map_error(names::CONTROL, e))?;
+        self.generation = generation;
+        Ok(())
+    }
+
+    /// Reads and clears one generation's maps; the program must not be writing to them.
+    fn drain_generation(&mut self, generation: usize) -> Result<RawBatch, BpfError> {
+        let counts_name = names::COUNTS[generation];
+        let counts = &mut self.counts[generation];
+        let stacks = &mut self.stacks[generation];
+        let keys: Vec<SampleKey> = counts
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| map_error(counts_name, e))?;
+        let mut frames: HashMap<i32, Vec<VirtAddr>> = HashMap::new();
+        let mut samples = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let count: u64 = counts
+                .get(key, 0)
+                .map_err(|e| map_error(counts_name, e))?
+                .iter()
+                .sum();
+            if count > 0 {
+                let user = resolve_stack(stacks, &mut frames, key.user_stack_id);
+                let kernel = resolve_stack(stacks, &mut frames, key.kernel_stack_id);
+                samples.push(RawSample {
+                    pid: Pid(key.tgid),
+                    user,
+                    kernel,
+                    count,
+                });
+            }
+        }
+        // Clearing cannot fail for keys we just read; a failure would only leave stale entries
+        // that the next drain of this generation reads again, so it is not worth aborting for.
+        for key in &keys {
+            let _ = counts.remove(key);
+        }
+        let ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
+        for id in ids {
+            let _ = stacks.remove(&id);
+        }
+        Ok(RawBatch { samples })
+    }
+}
+
+impl SampleSource for BpfSampler {
+    fn drain(&mut self) -> Result<RawBatch, SourceError> {
+        let old = self.generation;
+        self.set_generation(1 - old)?;
+        std::thread::sleep(FLIP_GRACE);
+        Ok(self.drain_generation(old)?)
+    }
+
+    fn stats(&self) -> Result<SamplerStats, SourceError> {
+        let mut stats = SamplerStats::default();
+        for stat in Stat::ALL {
+            let per_cpu = self
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(|e| map_error(names::STATS, e))?;
+            stats.counts[stat as usize] = per_cpu.iter().sum();
+        }
+        Ok(stats)
+    }
+}
+
+fn typed_counts(
+    map: aya::maps::Map,
+    generation: usize,
+) -> Result<PerCpuHashMap<MapData, SampleKey, u64>, BpfError> {
+    PerCpuHashMap::try_from(map).map_err(|e| map_error(names::COUNTS[generation], e))
+}
+
+fn typed_stacks(
+    map: aya::maps::Map,
+    generation: usize,
+) -> Result<StackTraceMap<MapData>, BpfError> {
+    StackTraceMap::try_from(map).map_err(|e| map_error(names::STACKS[generation], e))
+}
+
+fn map_error(map: &'static str, err: impl std::error::Error) -> BpfError {
+    BpfError::Map {
+        map,
+        message: error_chain(&err),
+    }
+}
+
+fn resolve_stack(
+    stacks: &StackTraceMap<MapData>,
+    cache: &mut HashMap<i32, Vec<VirtAddr>>,
+    id: i32,
+) -> StackSide {
+    if id < 0 {
+        return match -id {
+            errno::EFAULT => StackSide::Absent,
+            errno::EEXIST => StackSide::Lost(StackLoss::Collision),
+            other => StackSide::Lost(StackLoss::Error(other)),
+        };
+    }
+    if let Some(frames) = cache.get(&id) {
+        return StackSide::Frames(frames.clone());
+    }
+    match stacks.get(&(id as u32), 0) {
+        Ok(trace) => {
+            let frames: Vec<VirtAddr> = trace.frames().iter().map(|f| VirtAddr(f.ip)).collect();
+            cache.insert(id, frames.clone());
+            StackSide::Frames(frames)
+        }
+        Err(_) => StackSide::Lost(StackLoss::Error(libc::ENOENT)),
+    }
+}

@@ -1,0 +1,39 @@
+//! Kalypso's agent: loads the eBPF sampler, aggregates and symbolizes stacks, writes profiles.
+//!
+//! Stages, each in its own module: [`bpf`] (sampling, the only aya user) → [`record`] (drain loop)
+//! → [`aggregate`] → [`symbolize`] + [`profile`] → [`export`].
+pub mod aggregate;
+pub mod bpf;
+pub mod config;
+pub mod export;
+pub mod local;
+pub mod process;
+pub mod profile;
+pub mod record;
+pub mod source;
+pub mod symbolize;
+pub mod telemetry;
+pub mod types;
+
+use std::path::PathBuf;
+
+use types::Pid;
+
+/// Everything that ends a run, each with a message a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(Pid),
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    #[error("cannot write {}: {message}", path.display())]
+    Output { path: PathBuf, message: String },
+    #[error("cannot tell the output format of {}: use .svg, .pb.gz, .pprof, .folded or .txt, or --format", .0.display())]
+    UnknownFormat(PathBuf),
+    #[error(transparent)]
+    Bpf(#[from] bpf::BpfError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+}

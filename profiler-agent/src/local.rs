@@ -1,0 +1,144 @@
+//! One-shot profiling to a local file: `profiler-agent --pid PID --output cpu.svg`.
+use std::io::{BufWriter, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use profiler_common::Stat;
+
+use crate::bpf::{BpfSampler, SamplerOptions};
+use crate::config::Config;
+use crate::export::{self, Format};
+use crate::process::{self, ProcessTable};
+use crate::profile::{self, ProfileMeta};
+use crate::record::{self, RecordOptions, Recording, StopReason};
+use crate::symbolize::Symbolizer;
+use crate::{AgentError, telemetry};
+
+/// What a run produced, for the summary line.
+#[derive(Debug)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub format: Format,
+    pub samples: u64,
+    pub distinct_stacks: usize,
+    pub elapsed: Duration,
+    pub stop: StopReason,
+    pub report: telemetry::Report,
+}
+
+/// The output file, created up front in the destination directory so an unwritable path fails
+/// before any sampling, and renamed into place only once complete.
+fn prepare_output(path: &Path) -> Result<tempfile::NamedTempFile, AgentError> {
+    let fail = |message: String| AgentError::Output {
+        path: path.to_path_buf(),
+        message,
+    };
+    if path.is_dir() {
+        return Err(fail("is a directory".into()));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(fail(format!("directory {} does not exist", dir.display())));
+    }
+    tempfile::Builder::new()
+        .prefix(".kalypso-")
+        .tempfile_in(&dir)
+        .map_err(|e| fail(e.to_string()))
+}
+
+fn title(cfg: &Config, processes: &ProcessTable) -> String {
+    match cfg.pid {
+        Some(pid) => {
+            let what = processes
+                .get(pid)
+                .map(|p| {
+                    if p.cmdline.is_empty() {
+                        p.comm.clone()
+                    } else {
+                        p.cmdline.join(" ")
+                    }
+                })
+                .unwrap_or_default();
+            format!("CPU profile of pid {pid}: {what}")
+        }
+        None => "CPU profile of all processes".to_string(),
+    }
+}
+
+pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
+    let path = cfg.output_path();
+    let format = cfg
+        .output_format()
+        .ok_or_else(|| AgentError::UnknownFormat(path.clone()))?;
+    let mut processes = ProcessTable::default();
+    if let Some(pid) = cfg.pid {
+        if !process::exists(pid) {
+            return Err(AgentError::NoSuchProcess(pid));
+        }
+        processes.refresh(pid).map_err(AgentError::Process)?;
+    }
+    let output = prepare_output(&path)?;
+    let mut sampler = BpfSampler::start(SamplerOptions {
+        target: cfg.pid,
+        frequency: cfg.frequency,
+    })?;
+    let opts = RecordOptions {
+        target: cfg.pid,
+        duration: cfg.duration,
+        drain_interval: cfg.drain_interval,
+        progress: !cfg.quiet && std::io::stderr().is_terminal(),
+    };
+    let title = title(cfg, &processes);
+    let Recording {
+        mut aggregator,
+        processes,
+        stats,
+        start,
+        elapsed,
+        stop,
+    } = record::record(&mut sampler, processes, &opts).await?;
+    drop(sampler);
+    let dropped = aggregator.dropped();
+    let distinct_stacks = aggregator.distinct_stacks();
+    let mut symbolizer = Symbolizer::new();
+    let meta = ProfileMeta {
+        start,
+        duration: elapsed,
+        frequency: cfg.frequency,
+        title: format!("{title} ({:.1} s)", elapsed.as_secs_f64()),
+    };
+    let profile = profile::build(aggregator.take(), &processes, &mut symbolizer, &meta);
+    let mut writer = BufWriter::new(output.as_file());
+    export::write(&profile, format, &mut writer)?;
+    drop(writer);
+    output.persist(&path).map_err(|e| AgentError::Output {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let samples = profile.total_samples();
+    let report = telemetry::Report {
+        stats,
+        aggregator_dropped: dropped,
+        symbolizer: symbolizer.stats,
+        unknown_objects: processes.object_errors,
+        expected_samples: expected(cfg, elapsed),
+    };
+    debug_assert_eq!(samples, report.stats.get(Stat::Counted) - dropped);
+    Ok(Outcome {
+        path,
+        format,
+        samples,
+        distinct_stacks,
+        elapsed,
+        stop,
+        report,
+    })
+}
+
+/// Samples a fully busy single-threaded target would give at this frequency.
+fn expected(cfg: &Config, elapsed: Duration) -> u64 {
+    (cfg.frequency as f64 * elapsed.as_secs_f64()).round() as u64
+}

@@ -1,0 +1,344 @@
+//! What the agent knows about each sampled process: its executable mappings and the ELF files
+//! behind them. Files are opened while the process lives and kept open, so samples of a process that
+//! has exited, of a binary deleted after start, or of a file inside a container's mount namespace
+//! still symbolize.
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use procfs::process::{MMPermissions, MMapPath, Process};
+
+use crate::types::{BuildId, FileOffset, Pid, VirtAddr};
+
+/// Bound on open ELF files kept for symbolization. Files no live process maps are closed first.
+pub const MAX_OPEN_OBJECTS: usize = 2048;
+/// Bound on processes whose mappings are remembered (live and recently exited).
+pub const MAX_PROCESSES: usize = 16_384;
+
+/// Identity of a file on disk: (device, inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    pub dev: (i32, i32),
+    pub inode: u64,
+}
+
+/// An ELF file mapped by some process, held open.
+#[derive(Debug)]
+pub struct ObjectFile {
+    pub key: ObjectKey,
+    /// The path as the process sees it (what users recognise), without " (deleted)".
+    pub path: PathBuf,
+    /// A path that reaches the open file from this process, whatever happens to the original.
+    pub open_path: PathBuf,
+    pub build_id: Option<BuildId>,
+    _file: File,
+}
+
+impl ObjectFile {
+    /// The file name alone, for display.
+    pub fn name(&self) -> String {
+        self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+}
+
+/// One executable mapping of a process.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub start: VirtAddr,
+    pub end: VirtAddr,
+    /// File offset of `start`.
+    pub offset: FileOffset,
+    /// The file, or `None` for anonymous/special mappings (JIT code, vdso) shown by `label`.
+    pub object: Option<Arc<ObjectFile>>,
+    pub label: String,
+}
+
+impl Mapping {
+    pub fn file_offset(&self, addr: VirtAddr) -> FileOffset {
+        FileOffset(addr.0 - self.start.0 + self.offset.0)
+    }
+}
+
+/// A process as last seen.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessInfo {
+    pub pid: Option<Pid>,
+    /// `comm` (the thread-group leader's name).
+    pub comm: String,
+    pub exe: Option<PathBuf>,
+    pub cmdline: Vec<String>,
+    /// Sorted by start address, non-overlapping.
+    pub mappings: Vec<Mapping>,
+    pub alive: bool,
+}
+
+impl ProcessInfo {
+    pub fn mapping(&self, addr: VirtAddr) -> Option<&Mapping> {
+        let idx = self.mappings.partition_point(|m| m.start <= addr);
+        let m = self.mappings.get(idx.checked_sub(1)?)?;
+        (addr < m.end).then_some(m)
+    }
+
+    /// The executable's file name, else `comm`.
+    pub fn name(&self) -> String {
+        self.exe
+            .as_deref()
+            .and_then(Path::file_name)
+            .map_or_else(|| self.comm.clone(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(Pid),
+    #[error(
+        "cannot read /proc/{pid}/maps: {message} (needs CAP_SYS_PTRACE for other users' processes)"
+    )]
+    Maps { pid: Pid, message: String },
+}
+
+/// Live and recently exited processes with their mappings, and the files they map.
+#[derive(Default)]
+pub struct ProcessTable {
+    processes: HashMap<Pid, ProcessInfo>,
+    objects: HashMap<ObjectKey, Arc<ObjectFile>>,
+    /// Files that could not be opened or parsed (counted, not retried every tick).
+    pub object_errors: u64,
+}
+
+impl ProcessTable {
+    pub fn get(&self, pid: Pid) -> Option<&ProcessInfo> {
+        self.processes.get(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    pub fn open_objects(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Re-reads a process's mappings, opening files not seen before. A process that has gone
+    /// keeps its last mappings and is marked dead.
+    pub fn refresh(&mut self, pid: Pid) -> Result<(), ProcessError> {
+        let proc = match Process::new(pid.0 as i32) {
+            Ok(p) => p,
+            Err(_) => {
+                self.mark_exited(pid);
+                return Err(ProcessError::NoSuchProcess(pid));
+            }
+        };
+        let maps = match proc.maps() {
+            Ok(m) => m,
+            Err(e) => {
+                let gone = !Path::new(&format!("/proc/{}", pid.0)).exists();
+                if gone {
+                    self.mark_exited(pid);
+                    return Err(ProcessError::NoSuchProcess(pid));
+                }
+                return Err(ProcessError::Maps {
+                    pid,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let mut mappings = Vec::new();
+        for map in maps {
+            if !map.perms.contains(MMPermissions::EXECUTE) {
+                continue;
+            }
+            let (start, end) = map.address;
+            let (object, label) = match &map.pathname {
+                MMapPath::Path(path) if map.inode != 0 => {
+                    let key = ObjectKey {
+                        dev: map.dev,
+                        inode: map.inode,
+                    };
+                    let object = self.object(pid, key, path, start, end);
+                    (object, clean_path(path).display().to_string())
+                }
+                MMapPath::Vdso => (None, "[vdso]".to_string()),
+                MMapPath::Vsyscall => (None, "[vsyscall]".to_string()),
+                MMapPath::Path(path) => (None, path.display().to_string()),
+                _ => (None, "[anon]".to_string()),
+            };
+            mappings.push(Mapping {
+                start: VirtAddr(start),
+                end: VirtAddr(end),
+                offset: FileOffset(map.offset),
+                object,
+                label,
+            });
+        }
+        mappings.sort_by_key(|m| m.start);
+        let info = ProcessInfo {
+            pid: Some(pid),
+            comm: proc.stat().map(|s| s.comm).unwrap_or_default(),
+            exe: proc.exe().ok().map(|p| clean_path(&p)),
+            cmdline: proc.cmdline().unwrap_or_default(),
+            mappings,
+            alive: true,
+        };
+        self.processes.insert(pid, info);
+        self.enforce_bounds();
+        Ok(())
+    }
+
+    fn mark_exited(&mut self, pid: Pid) {
+        if let Some(info) = self.processes.get_mut(&pid) {
+            info.alive = false;
+        }
+    }
+
+    /// Forgets processes that have exited (after their last samples were symbolized).
+    pub fn forget_exited(&mut self) {
+        self.processes.retain(|_, p| p.alive);
+        self.objects.retain(|_, o| Arc::strong_count(o) > 1);
+    }
+
+    fn enforce_bounds(&mut self) {
+        if self.processes.len() > MAX_PROCESSES {
+            self.processes.retain(|_, p| p.alive);
+        }
+        if self.objects.len() > MAX_OPEN_OBJECTS {
+            self.objects.retain(|_, o| Arc::strong_count(o) > 1);
+        }
+    }
+
+    fn object(
+        &mut self,
+        pid: Pid,
+        key: ObjectKey,
+        path: &Path,
+        start: u64,
+        end: u64,
+    ) -> Option<Arc<ObjectFile>> {
+        if let Some(object) = self.objects.get(&key) {
+            return Some(Arc::clone(object));
+        }
+        if self.objects.len() >= MAX_OPEN_OBJECTS {
+            self.objects.retain(|_, o| Arc::strong_count(o) > 1);
+            if self.objects.len() >= MAX_OPEN_OBJECTS {
+                self.object_errors += 1;
+                return None;
+            }
+        }
+        // map_files reaches the very file mapped, even when deleted or in another mount
+        // namespace; the root-relative path is the fallback where map_files is not readable.
+        let candidates = [
+            PathBuf::from(format!("/proc/{}/map_files/{start:x}-{end:x}", pid.0)),
+            Path::new(&format!("/proc/{}/root", pid.0))
+                .join(clean_path(path).strip_prefix("/").unwrap_or(path)),
+        ];
+        let Some(file) = candidates.iter().find_map(|p| File::open(p).ok()) else {
+            self.object_errors += 1;
+            return None;
+        };
+        let open_path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
+        let build_id = blazesym::helper::read_elf_build_id(&open_path)
+            .ok()
+            .flatten()
+            .map(|id| BuildId(id.into_owned()));
+        let object = Arc::new(ObjectFile {
+            key,
+            path: clean_path(path),
+            open_path,
+            build_id,
+            _file: file,
+        });
+        self.objects.insert(key, Arc::clone(&object));
+        Some(object)
+    }
+}
+
+fn clean_path(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
+}
+
+/// Whether a process exists now.
+pub fn exists(pid: Pid) -> bool {
+    Path::new(&format!("/proc/{}", pid.0)).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start: VirtAddr(start),
+            end: VirtAddr(end),
+            offset: FileOffset(0x1000),
+            object: None,
+            label: "x".into(),
+        }
+    }
+
+    #[test]
+    fn finds_the_mapping_holding_an_address() {
+        let info = ProcessInfo {
+            mappings: vec![mapping(0x1000, 0x2000), mapping(0x5000, 0x6000)],
+            ..Default::default()
+        };
+        assert_eq!(
+            info.mapping(VirtAddr(0x1000)).unwrap().start,
+            VirtAddr(0x1000)
+        );
+        assert_eq!(
+            info.mapping(VirtAddr(0x1fff)).unwrap().start,
+            VirtAddr(0x1000)
+        );
+        assert!(info.mapping(VirtAddr(0x2000)).is_none());
+        assert!(info.mapping(VirtAddr(0x0fff)).is_none());
+        assert_eq!(
+            info.mapping(VirtAddr(0x5800)).unwrap().start,
+            VirtAddr(0x5000)
+        );
+        assert!(info.mapping(VirtAddr(0x7000)).is_none());
+    }
+
+    #[test]
+    fn file_offset_accounts_for_the_mapping_offset() {
+        let m = mapping(0x5000, 0x6000);
+        assert_eq!(m.file_offset(VirtAddr(0x5010)), FileOffset(0x1010));
+    }
+
+    #[test]
+    fn reads_its_own_mappings_with_build_id() {
+        let mut table = ProcessTable::default();
+        let me = Pid(std::process::id());
+        table.refresh(me).unwrap();
+        let info = table.get(me).unwrap();
+        let here = VirtAddr(reads_its_own_mappings_with_build_id as usize as u64);
+        let m = info.mapping(here).expect("own code is mapped");
+        let object = m.object.as_ref().expect("own binary is a file");
+        assert_eq!(object.path, std::env::current_exe().unwrap());
+        assert!(
+            object.build_id.is_some(),
+            "rustc-built binaries carry a GNU build id"
+        );
+    }
+
+    #[test]
+    fn a_missing_process_is_an_error() {
+        let mut table = ProcessTable::default();
+        assert!(matches!(
+            table.refresh(Pid(u32::MAX - 1)),
+            Err(ProcessError::NoSuchProcess(_))
+        ));
+    }
+}

@@ -1,0 +1,328 @@
+//! The symbolized profile every exporter reads: samples pointing at deduplicated locations, each
+//! location with its (possibly inlined) frames and the mapping it came from.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::aggregate::StackKey;
+use crate::process::{ObjectFile, ObjectKey, ProcessTable};
+use crate::source::StackSide;
+use crate::symbolize::{Frame, Frames, Symbolizer};
+use crate::types::{BuildId, FileOffset, Pid, VirtAddr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LocationKind {
+    User,
+    Kernel,
+    /// Stands for a stack that was lost (the sample is kept).
+    Placeholder,
+}
+
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub address: VirtAddr,
+    pub mapping: Option<usize>,
+    /// Innermost first. Never empty: unknown code gets one `[unknown] module+0xoffset` frame.
+    pub frames: Frames,
+    pub kind: LocationKind,
+    /// Whether the frames came from symbols (false for `[unknown]` and placeholders).
+    pub symbolized: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct MappingInfo {
+    pub start: VirtAddr,
+    pub end: VirtAddr,
+    pub offset: FileOffset,
+    pub path: String,
+    pub build_id: Option<BuildId>,
+    pub kernel: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProcessMeta {
+    pub pid: Pid,
+    pub name: String,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub process: usize,
+    /// Leaf first: kernel locations (if any), then user locations.
+    pub locations: Vec<usize>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub start: SystemTime,
+    pub duration: Duration,
+    /// Nanoseconds of CPU time one sample stands for (1e9 / frequency).
+    pub period_ns: u64,
+    /// Shown as the flame graph's title.
+    pub title: String,
+    pub processes: Vec<ProcessMeta>,
+    pub mappings: Vec<MappingInfo>,
+    pub locations: Vec<Location>,
+    pub samples: Vec<Sample>,
+}
+
+impl Profile {
+    pub fn total_samples(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+}
+
+/// What the profile is about, apart from its samples.
+#[derive(Clone, Debug)]
+pub struct ProfileMeta {
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub frequency: u64,
+    pub title: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum LocKey {
+    /// (process, address, is_leaf): return addresses are symbolized at address - 1.
+    User(Pid, VirtAddr, bool),
+    Kernel(VirtAddr),
+    Placeholder(u32),
+}
+
+/// Builds a [`Profile`] from aggregated stacks: dedupes locations, symbolizes each once, in
+/// batches per file.
+pub fn build(
+    entries: Vec<(StackKey, u64)>,
+    table: &ProcessTable,
+    symbolizer: &mut Symbolizer,
+    meta: &ProfileMeta,
+) -> Profile {
+    let mut b = Builder::default();
+    let mut samples = Vec::with_capacity(entries.len());
+    for (key, count) in entries {
+        let process = b.process(key.pid, table);
+        let mut locations = Vec::new();
+        match &key.kernel {
+            StackSide::Frames(addrs) => {
+                locations.extend(addrs.iter().map(|a| b.location(LocKey::Kernel(*a), None)));
+            }
+            StackSide::Lost(loss) => locations.push(b.placeholder(loss.frame_name())),
+            StackSide::Absent => {}
+        }
+        match &key.user {
+            StackSide::Frames(addrs) => {
+                for (i, addr) in addrs.iter().enumerate() {
+                    let loc = b.location(LocKey::User(key.pid, *addr, i == 0), None);
+                    locations.push(loc);
+                }
+            }
+            StackSide::Lost(loss) => locations.push(b.placeholder(loss.frame_name())),
+            // Kernel threads have no user stack.
+            StackSide::Absent => {}
+        }
+        samples.push(Sample {
+            process,
+            locations,
+            count,
+        });
+    }
+    b.resolve(table, symbolizer);
+    Profile {
+        start: meta.start,
+        duration: meta.duration,
+        period_ns: 1_000_000_000 / meta.frequency.max(1),
+        title: meta.title.clone(),
+        processes: b.processes,
+        mappings: b.mappings,
+        locations: b.locations,
+        samples,
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    processes: Vec<ProcessMeta>,
+    process_index: HashMap<Pid, usize>,
+    mappings: Vec<MappingInfo>,
+    mapping_index: HashMap<(Option<Pid>, VirtAddr), usize>,
+    locations: Vec<Location>,
+    location_index: HashMap<LocKey, usize>,
+    keys: Vec<LocKey>,
+    placeholder_names: HashMap<String, u32>,
+}
+
+impl Builder {
+    fn process(&mut self, pid: Pid, table: &ProcessTable) -> usize {
+        if let Some(&i) = self.process_index.get(&pid) {
+            return i;
+        }
+        let meta = match table.get(pid) {
+            Some(info) => ProcessMeta {
+                pid,
+                name: info.name(),
+                exe: info.exe.as_ref().map(|p| p.display().to_string()),
+                cmdline: info.cmdline.clone(),
+            },
+            None => ProcessMeta {
+                pid,
+                name: format!("pid {pid}"),
+                exe: None,
+                cmdline: vec![],
+            },
+        };
+        self.processes.push(meta);
+        self.process_index.insert(pid, self.processes.len() - 1);
+        self.processes.len() - 1
+    }
+
+    fn location(&mut self, key: LocKey, frames: Option<Frames>) -> usize {
+        if let Some(&i) = self.location_index.get(&key) {
+            return i;
+        }
+        let (address, kind) = match key {
+            LocKey::User(_, a, _) => (a, LocationKind::User),
+            LocKey::Kernel(a) => (a, LocationKind::Kernel),
+            LocKey::Placeholder(_) => (VirtAddr(0), LocationKind::Placeholder),
+        };
+        self.locations.push(Location {
+            address,
+            mapping: None,
+            frames: frames.unwrap_or_else(|| Frames::from([])),
+            kind,
+            symbolized: false,
+        });
+        self.keys.push(key);
+        self.location_index.insert(key, self.locations.len() - 1);
+        self.locations.len() - 1
+    }
+
+    fn placeholder(&mut self, name: String) -> usize {
+        let next = self.placeholder_names.len() as u32;
+        let id = *self.placeholder_names.entry(name.clone()).or_insert(next);
+        let frame = Frame {
+            function: Arc::from(name.as_str()),
+            file: None,
+            line: None,
+        };
+        self.location(LocKey::Placeholder(id), Some(Frames::from([frame])))
+    }
+
+    fn mapping(&mut self, pid: Option<Pid>, info: MappingInfo) -> usize {
+        *self
+            .mapping_index
+            .entry((pid, info.start))
+            .or_insert_with(|| {
+                self.mappings.push(info);
+                self.mappings.len() - 1
+            })
+    }
+
+    /// Symbolizes every location, batching user offsets per file.
+    fn resolve(&mut self, table: &ProcessTable, symbolizer: &mut Symbolizer) {
+        let mut per_object: HashMap<ObjectKey, (Arc<ObjectFile>, Vec<(usize, FileOffset)>)> =
+            HashMap::new();
+        let mut kernel: Vec<(usize, VirtAddr)> = Vec::new();
+        for i in 0..self.keys.len() {
+            match self.keys[i] {
+                LocKey::User(pid, addr, leaf) => {
+                    let mapping = table.get(pid).and_then(|p| p.mapping(addr)).cloned();
+                    let Some(m) = mapping else {
+                        self.locations[i].frames = unknown(&format!("{:#x}", addr.0));
+                        continue;
+                    };
+                    let map_idx = self.mapping(
+                        Some(pid),
+                        MappingInfo {
+                            start: m.start,
+                            end: m.end,
+                            offset: m.offset,
+                            path: m
+                                .object
+                                .as_ref()
+                                .map_or(m.label.clone(), |o| o.path.display().to_string()),
+                            build_id: m.object.as_ref().and_then(|o| o.build_id.clone()),
+                            kernel: false,
+                        },
+                    );
+                    self.locations[i].mapping = Some(map_idx);
+                    // A return address points after the call; the call itself is one byte back.
+                    let lookup = if leaf {
+                        addr
+                    } else {
+                        VirtAddr(addr.0.saturating_sub(1))
+                    };
+                    let offset = m.file_offset(lookup);
+                    match &m.object {
+                        Some(object) => {
+                            per_object
+                                .entry(object.key)
+                                .or_insert_with(|| (Arc::clone(object), Vec::new()))
+                                .1
+                                .push((i, offset));
+                        }
+                        None => {
+                            self.locations[i].frames =
+                                unknown(&format!("{}+{:#x}", m.label, m.file_offset(addr).0));
+                        }
+                    }
+                }
+                LocKey::Kernel(addr) => kernel.push((i, addr)),
+                LocKey::Placeholder(_) => {}
+            }
+        }
+        for (object, items) in per_object.into_values() {
+            let offsets: Vec<FileOffset> = items.iter().map(|(_, o)| *o).collect();
+            let results = symbolizer.user(&object, &offsets);
+            for ((i, offset), frames) in items.into_iter().zip(results) {
+                let loc = &mut self.locations[i];
+                if frames.is_empty() {
+                    // Show the offset of the address itself, as tools like addr2line expect.
+                    let raw = if matches!(self.keys[i], LocKey::User(_, _, true)) {
+                        offset.0
+                    } else {
+                        offset.0 + 1
+                    };
+                    loc.frames = unknown(&format!("{}+{raw:#x}", object.name()));
+                } else {
+                    loc.frames = frames;
+                    loc.symbolized = true;
+                }
+            }
+        }
+        if !kernel.is_empty() {
+            let kernel_map = self.mapping(
+                None,
+                MappingInfo {
+                    start: VirtAddr(0),
+                    end: VirtAddr(0),
+                    offset: FileOffset(0),
+                    path: "[kernel.kallsyms]".into(),
+                    build_id: None,
+                    kernel: true,
+                },
+            );
+            let addrs: Vec<VirtAddr> = kernel.iter().map(|(_, a)| *a).collect();
+            for ((i, addr), frames) in kernel.into_iter().zip(symbolizer.kernel(&addrs)) {
+                let loc = &mut self.locations[i];
+                loc.mapping = Some(kernel_map);
+                if frames.is_empty() {
+                    loc.frames = unknown(&format!("[kernel]+{:#x}", addr.0));
+                } else {
+                    loc.frames = frames;
+                    loc.symbolized = true;
+                }
+            }
+        }
+    }
+}
+
+fn unknown(what: &str) -> Frames {
+    Frames::from([Frame {
+        function: Arc::from(format!("[unknown] {what}")),
+        file: None,
+        line: None,
+    }])
+}

@@ -1,0 +1,75 @@
+//! The sample-source seam: the BPF sampler in production, a recorded or synthetic batch in tests.
+use profiler_common::Stat;
+
+use crate::bpf::BpfError;
+use crate::types::{Pid, StackLoss, VirtAddr};
+
+/// One side (user or kernel) of a sampled stack, leaf first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StackSide {
+    Frames(Vec<VirtAddr>),
+    /// No stack on this side, and none expected (a user-mode sample has no kernel stack).
+    Absent,
+    /// The stack was lost; the sample still counts.
+    Lost(StackLoss),
+}
+
+/// Samples of one process with one (user, kernel) stack pair, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawSample {
+    pub pid: Pid,
+    pub user: StackSide,
+    pub kernel: StackSide,
+    pub count: u64,
+}
+
+/// Everything one drain returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawBatch {
+    pub samples: Vec<RawSample>,
+}
+
+impl RawBatch {
+    pub fn total(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+}
+
+/// Cumulative kernel-side counters, indexed by [`Stat`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SamplerStats {
+    pub counts: [u64; Stat::COUNT as usize],
+}
+
+impl SamplerStats {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.counts[stat as usize]
+    }
+
+    /// Stack-map collisions and other stack errors (not the normal "no kernel stack in user mode").
+    pub fn stack_errors(&self) -> u64 {
+        [
+            Stat::UserStackCollision,
+            Stat::UserStackOther,
+            Stat::KernelStackCollision,
+            Stat::KernelStackOther,
+        ]
+        .iter()
+        .map(|s| self.get(*s))
+        .sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+/// Where samples come from.
+pub trait SampleSource {
+    /// Everything sampled since the previous drain. Never loses a sample that was counted.
+    fn drain(&mut self) -> Result<RawBatch, SourceError>;
+    /// Cumulative counters since start.
+    fn stats(&self) -> Result<SamplerStats, SourceError>;
+}

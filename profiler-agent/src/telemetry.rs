@@ -1,0 +1,55 @@
+//! Counters reported at the end of a run (and, node-wide, on /metrics): what was sampled, and
+//! everything that was lost or could not be resolved, so nothing disappears silently.
+use std::fmt;
+use std::time::Duration;
+
+use profiler_common::Stat;
+
+use crate::source::SamplerStats;
+use crate::symbolize::SymbolizerStats;
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub stats: SamplerStats,
+    /// Samples the aggregator dropped at its stack bound.
+    pub aggregator_dropped: u64,
+    pub symbolizer: SymbolizerStats,
+    /// Mapped files that could not be opened for symbolization.
+    pub unknown_objects: u64,
+    /// What one fully busy thread would give: frequency × duration.
+    pub expected_samples: u64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "kernel: {} ticks, {} idle, {} other processes, {} counted; stack errors: {} user collisions, {} user other, {} kernel collisions, {} kernel other; {} lost (count map full), {} lost (aggregation bound); {} addresses unresolved, {} files unreadable",
+            s.get(Stat::Ticks),
+            s.get(Stat::Idle),
+            s.get(Stat::Filtered),
+            s.get(Stat::Counted),
+            s.get(Stat::UserStackCollision),
+            s.get(Stat::UserStackOther),
+            s.get(Stat::KernelStackCollision),
+            s.get(Stat::KernelStackOther),
+            s.get(Stat::CountMapFull),
+            self.aggregator_dropped,
+            self.symbolizer.unknown,
+            self.unknown_objects,
+        )
+    }
+}
+
+/// CPU time this process has used (user + system).
+pub fn own_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage struct.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}

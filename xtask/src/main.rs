@@ -1,0 +1,49 @@
+//! `cargo xtask <command>`: the developer commands (set-up, eBPF build, builds, tests).
+mod build;
+mod ebpf;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Kalypso developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need on Debian/Ubuntu (apt packages, bpf-linker).
+    Setup(setup::Options),
+    /// Build the eBPF object into target/bpf/.
+    BuildEbpf(ebpf::Options),
+    /// Build the eBPF object and the agent (optionally cross-compiled).
+    Build(build::Options),
+    /// Build (release) and run the agent with the given arguments.
+    Run(build::RunOptions),
+    /// Set up, build, and run the whole test suite (what CI runs).
+    Test(test::Options),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup(opts) => setup::run(&opts),
+        Command::BuildEbpf(opts) => ebpf::build(&opts).map(|_| ()),
+        Command::Build(opts) => build::build(&opts).map(|_| ()),
+        Command::Run(opts) => build::run(&opts),
+        Command::Test(opts) => test::run(&opts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

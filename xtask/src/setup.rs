@@ -1,0 +1,194 @@
+//! `cargo xtask setup`: installs build and test prerequisites on Debian/Ubuntu. Idempotent: each
+//! step checks first and does nothing when its piece is already there.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Also install what cross-building for this target needs (aarch64-unknown-linux-gnu).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Also install the tools the test suite uses (perf, gcc, Python and npm packages).
+    #[arg(long)]
+    pub test_tools: bool,
+}
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages for building the eBPF object: a rustc with its std source, and the LLVM that
+/// bpf-linker links against.
+const BUILD_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "gcc",
+];
+const TEST_PACKAGES: &[&str] = &["linux-perf", "python3", "python3-venv", "procps"];
+/// Only when no `node` is on PATH already (many machines have a newer one than Debian's).
+const NODE_PACKAGES: &[&str] = &["nodejs", "npm"];
+/// Independent readers the tests check our output with: Google's pprof format via the npm
+/// `pprof-format` decoder, OTLP via the official Python `opentelemetry-proto` package.
+const NPM_TEST_PACKAGES: &[&str] = &["pprof-format@2.3.2"];
+const PIP_TEST_PACKAGES: &[&str] = &["opentelemetry-proto==1.45.2", "grpcio==1.85.3"];
+const AARCH64_PACKAGES: &[&str] = &[
+    "libstd-rust-web-dev:arm64",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+pub fn command_exists(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !command_exists("apt-get") {
+        bail!(
+            "missing packages {missing:?} and no apt-get: install them with your package manager"
+        );
+    }
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    eprintln!("installing {missing:?}");
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_checked(&mut cmd)
+    };
+    if missing.iter().any(|p| p.ends_with(":arm64")) {
+        let mut cmd = Command::new("dpkg");
+        cmd.args(["--add-architecture", "arm64"]);
+        run_checked(&mut cmd)?;
+    }
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing);
+    apt(&args)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+}
+
+fn install_bpf_linker() -> Result<()> {
+    if bpf_linker_ok() {
+        return Ok(());
+    }
+    eprintln!("installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes)");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "--locked",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ])
+    .env("LLVM_PREFIX", "/usr/lib/llvm-22");
+    for var in ["RUSTC", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    run_checked(&mut cmd)
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    apt_install(BUILD_PACKAGES)?;
+    install_bpf_linker()?;
+    match opts.target.as_deref() {
+        None | Some("x86_64-unknown-linux-gnu") => {}
+        Some("aarch64-unknown-linux-gnu") => apt_install(AARCH64_PACKAGES)?,
+        Some(other) => bail!("no set-up known for target {other}"),
+    }
+    if opts.test_tools {
+        apt_install(TEST_PACKAGES)?;
+        if !command_exists("node") || !command_exists("npm") {
+            apt_install(NODE_PACKAGES)?;
+        }
+        install_test_readers()?;
+    }
+    eprintln!("set-up complete");
+    Ok(())
+}
+
+/// Where the test suite's own tools live: `target/test-tools/{venv,node_modules}`.
+pub fn test_tools_dir() -> PathBuf {
+    workspace_root().join("target/test-tools")
+}
+
+fn install_test_readers() -> Result<()> {
+    let dir = test_tools_dir();
+    std::fs::create_dir_all(&dir)?;
+    let stamp = dir.join("installed.txt");
+    let wanted = format!("{NPM_TEST_PACKAGES:?} {PIP_TEST_PACKAGES:?}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    let venv = dir.join("venv");
+    if !venv.join("bin/python").exists() {
+        run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run_checked(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(PIP_TEST_PACKAGES),
+    )?;
+    run_checked(
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .args(NPM_TEST_PACKAGES),
+    )?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask test`: everything CI runs, in order, after installing what is missing.
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{ebpf, setup};
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Skip the chart and Dockerfile validation suite.
+    #[arg(long)]
+    pub no_charts: bool,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    setup::run(&setup::Options {
+        target: None,
+        test_tools: true,
+    })?;
+    ebpf::build(&ebpf::Options::default())?;
+    let root = setup::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run_checked(Command::new(&cargo).current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--release",
+        "--",
+        "--test-threads=1",
+    ]))?;
+    let charts = root.join("tests/charts/run.sh");
+    if !opts.no_charts && charts.exists() {
+        setup::run_checked(Command::new("bash").arg(&charts).current_dir(&root))?;
+    }
+    Ok(())
+}
