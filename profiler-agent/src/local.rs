@@ -78,13 +78,15 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         if !process::exists(pid) {
             return Err(AgentError::NoSuchProcess(pid));
         }
-        processes.refresh(pid).map_err(AgentError::Process)?;
     }
     let output = prepare_output(&path)?;
     let mut sampler = BpfSampler::start(SamplerOptions {
         target: cfg.pid,
         frequency: cfg.frequency,
     })?;
+    if let Some(pid) = cfg.pid {
+        processes.refresh(pid)?;
+    }
     let opts = RecordOptions {
         target: cfg.pid,
         duration: cfg.duration,

@@ -132,20 +132,19 @@ impl ProcessTable {
     /// keeps its last mappings and is marked dead.
     pub fn refresh(&mut self, pid: Pid) -> Result<(), ProcessError> {
         let proc = match Process::new(pid.0 as i32) {
-            Ok(p) => p,
-            Err(_) => {
+            Ok(p) if exists(pid) => p,
+            _ => {
                 self.mark_exited(pid);
                 return Err(ProcessError::NoSuchProcess(pid));
             }
         };
         let maps = match proc.maps() {
             Ok(m) => m,
+            Err(_) if !exists(pid) => {
+                self.mark_exited(pid);
+                return Err(ProcessError::NoSuchProcess(pid));
+            }
             Err(e) => {
-                let gone = !Path::new(&format!("/proc/{}", pid.0)).exists();
-                if gone {
-                    self.mark_exited(pid);
-                    return Err(ProcessError::NoSuchProcess(pid));
-                }
                 return Err(ProcessError::Maps {
                     pid,
                     message: e.to_string(),
@@ -181,6 +180,11 @@ impl ProcessTable {
             });
         }
         mappings.sort_by_key(|m| m.start);
+        // A process that exits while its maps are read shows an empty map: keep what we had.
+        if mappings.is_empty() && !exists(pid) {
+            self.mark_exited(pid);
+            return Err(ProcessError::NoSuchProcess(pid));
+        }
         let info = ProcessInfo {
             pid: Some(pid),
             comm: proc.stat().map(|s| s.comm).unwrap_or_default(),
@@ -269,9 +273,12 @@ fn clean_path(path: &Path) -> PathBuf {
     PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
 }
 
-/// Whether a process exists now.
+/// Whether a process is alive now. A zombie (exited, not yet reaped by its parent) is not.
 pub fn exists(pid: Pid) -> bool {
-    Path::new(&format!("/proc/{}", pid.0)).exists()
+    match Process::new(pid.0 as i32).and_then(|p| p.stat()) {
+        Ok(stat) => !matches!(stat.state, 'Z' | 'X' | 'x'),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -323,7 +330,7 @@ mod tests {
         let me = Pid(std::process::id());
         table.refresh(me).unwrap();
         let info = table.get(me).unwrap();
-        let here = VirtAddr(reads_its_own_mappings_with_build_id as usize as u64);
+        let here = VirtAddr(reads_its_own_mappings_with_build_id as *const () as usize as u64);
         let m = info.mapping(here).expect("own code is mapped");
         let object = m.object.as_ref().expect("own binary is a file");
         assert_eq!(object.path, std::env::current_exe().unwrap());
@@ -331,6 +338,21 @@ mod tests {
             object.build_id.is_some(),
             "rustc-built binaries carry a GNU build id"
         );
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = Pid(child.id());
+        // Not reaped yet: a zombie until wait().
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!exists(pid));
+        child.wait().unwrap();
+        assert!(exists(Pid(std::process::id())));
     }
 
     #[test]

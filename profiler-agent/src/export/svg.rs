@@ -55,7 +55,7 @@ mod tests {
             "hot_a",
             "helper",
             "hot_b",
-            "do_syscall_64_[k]",
+            "do_syscall_64",
             "test",
         ] {
             assert!(svg.contains(name), "{name} missing from the SVG");

@@ -1,0 +1,175 @@
+//! Helpers for the end-to-end tests: build real workloads, run the real agent binary as root, and
+//! read what it wrote.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn agent_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_profiler-agent"))
+}
+
+/// BPF tests need root. CI runs as root and sets KALYPSO_REQUIRE_ROOT_TESTS=1, so there a missing
+/// privilege fails the test instead of skipping it.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("KALYPSO_REQUIRE_ROOT_TESTS").is_some() {
+        panic!("this test loads BPF programs and must run as root");
+    }
+    eprintln!("skipped: needs root to load BPF programs");
+    false
+}
+
+fn out_dir() -> PathBuf {
+    let dir = workspace_root().join("target/test-workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Compiles `tests/workloads/<name>.c` with frame pointers everywhere (gcc drops them from leaf
+/// functions at -O1 and above, so -O0).
+pub fn build_c(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap();
+    let src = workspace_root().join(format!("tests/workloads/{name}.c"));
+    let out = out_dir().join(name);
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-O0", "-g", "-fno-omit-frame-pointer"]);
+    if cfg!(target_arch = "aarch64") {
+        cmd.arg("-mno-omit-leaf-frame-pointer");
+    }
+    let status = cmd
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc failed for {}", src.display());
+    out
+}
+
+/// Compiles `tests/workloads/<name>.rs` optimised, with frame pointers and debug info.
+pub fn build_rust(name: &str) -> PathBuf {
+    static ONCE: OnceLock<PathBuf> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let src = workspace_root().join(format!("tests/workloads/{name}.rs"));
+        let out = out_dir().join(name);
+        let status = Command::new("rustc")
+            .args([
+                "--edition",
+                "2021",
+                "-C",
+                "opt-level=2",
+                "-C",
+                "force-frame-pointers=yes",
+                "-g",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("rustc runs");
+        assert!(status.success(), "rustc failed for {}", src.display());
+        out
+    })
+    .clone()
+}
+
+/// A running workload, killed when dropped.
+pub struct Workload {
+    pub child: Child,
+}
+
+impl Workload {
+    /// Starts the program and waits until it prints `ready`.
+    pub fn start(program: &Path, args: &[&str]) -> Workload {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "workload did not start");
+        Workload { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kalypso-test-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Runs the agent to completion.
+pub fn run_agent(args: &[&str]) -> Output {
+    let out = Command::new(agent_binary())
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    eprintln!(
+        "agent {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Folded stacks: frames root first → count.
+pub fn read_folded(path: &Path) -> BTreeMap<Vec<String>, u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .map(|line| {
+            let (stack, count) = line.rsplit_once(' ').expect("folded line has a count");
+            (
+                stack.split(';').map(str::to_owned).collect(),
+                count.parse().expect("count is a number"),
+            )
+        })
+        .collect()
+}
+
+pub fn total(folded: &BTreeMap<Vec<String>, u64>) -> u64 {
+    folded.values().sum()
+}
+
+/// Samples whose stack contains `path` as consecutive frames.
+pub fn count_with(folded: &BTreeMap<Vec<String>, u64>, path: &[&str]) -> u64 {
+    folded
+        .iter()
+        .filter(|(stack, _)| {
+            stack
+                .windows(path.len())
+                .any(|w| w.iter().zip(path).all(|(a, b)| a == b))
+        })
+        .map(|(_, c)| c)
+        .sum()
+}
