@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
 use aya::programs::perf_event::{
-    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+    PerfEvent, PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use aya::{Ebpf, EbpfLoader};
 use profiler_common::{Control, SampleKey, Stat, errno, names};
@@ -44,8 +44,10 @@ pub struct SamplerOptions {
 
 /// The loaded sampler. Dropping it detaches the program from every CPU.
 pub struct BpfSampler {
-    /// Keeps the program and its perf-event links alive.
-    _ebpf: Ebpf,
+    /// Owns the program and its perf-event links.
+    ebpf: Ebpf,
+    /// One link per online CPU; emptied by [`SampleSource::stop`].
+    links: Vec<PerfEventLinkId>,
     control: Array<MapData, Control>,
     counts: [PerCpuHashMap<MapData, SampleKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
@@ -108,8 +110,9 @@ impl BpfSampler {
         program.load().map_err(load_error)?;
         let cpus = aya::util::online_cpus()
             .map_err(|(_, e)| BpfError::Load(format!("reading online CPUs: {e}")))?;
+        let mut links = Vec::with_capacity(cpus.len());
         for &cpu in &cpus {
-            program
+            let link = program
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),
                     PerfEventScope::AllProcessesOneCpu { cpu },
@@ -126,6 +129,7 @@ impl BpfSampler {
                         }
                     }
                 })?;
+            links.push(link);
         }
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
@@ -144,7 +148,8 @@ impl BpfSampler {
         let stats =
             PerCpuArray::try_from(take(names::STATS)?).map_err(|e| map_error(names::STATS, e))?;
         let mut sampler = Self {
-            _ebpf: ebpf,
+            ebpf,
+            links,
             control,
             counts,
             stacks,
@@ -217,6 +222,17 @@ impl SampleSource for BpfSampler {
         self.set_generation(1 - old)?;
         std::thread::sleep(FLIP_GRACE);
         Ok(self.drain_generation(old)?)
+    }
+
+    fn stop(&mut self) {
+        if let Some(program) = self.ebpf.program_mut(names::PROGRAM)
+            && let Ok(program) = <&mut PerfEvent>::try_from(program)
+        {
+            for link in self.links.drain(..) {
+                // Detaching only fails for a link already gone: nothing left to stop then.
+                let _ = program.detach(link);
+            }
+        }
     }
 
     fn stats(&self) -> Result<SamplerStats, SourceError> {

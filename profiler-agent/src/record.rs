@@ -79,7 +79,8 @@ pub async fn record(
             break StopReason::TargetExited(began.elapsed());
         }
     };
-    // What was counted since the last tick.
+    // What was counted since the last tick; stopping first makes the kernel's counters final.
+    source.stop();
     let batch = source.drain()?;
     refresh_sampled(&mut processes, &batch, opts.target);
     aggregator.add(batch);

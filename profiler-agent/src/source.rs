@@ -70,6 +70,8 @@ pub enum SourceError {
 pub trait SampleSource {
     /// Everything sampled since the previous drain. Never loses a sample that was counted.
     fn drain(&mut self) -> Result<RawBatch, SourceError>;
+    /// Stops sampling; a following drain returns the last samples, and nothing is counted after.
+    fn stop(&mut self);
     /// Cumulative counters since start.
     fn stats(&self) -> Result<SamplerStats, SourceError>;
 }

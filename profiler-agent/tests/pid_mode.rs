@@ -234,3 +234,46 @@ fn svg_output_is_an_interactive_flame_graph_titled_with_the_command() {
         );
     }
 }
+
+#[test]
+fn every_thread_of_the_process_is_sampled() {
+    if !require_root() {
+        return;
+    }
+    let w = Workload::start(&build_c("threads"), &[]);
+    let folded = profile_folded(w.pid(), "4s");
+    let a = count_with(&folded, &["thread_a", "spin_a"]);
+    let b = count_with(&folded, &["thread_b", "spin_b"]);
+    // Two busy threads on two CPUs at 99 Hz for 4 s: ~400 samples each on an otherwise idle machine.
+    assert!(a > 150 && b > 150, "thread_a {a}, thread_b {b}: {folded:?}");
+    let share = a as f64 / (a + b) as f64;
+    assert!((0.4..=0.6).contains(&share), "thread_a share {share:.2}");
+}
+
+/// Every sample the kernel counted is in the output: the summary's kernel count equals the sum of
+/// the folded file.
+#[test]
+fn every_counted_sample_reaches_the_output() {
+    if !require_root() {
+        return;
+    }
+    let w = Workload::start(&build_c("threads"), &[]);
+    let dir = temp_dir();
+    let out = dir.path().join("cpu.folded");
+    let run = run_agent(&[
+        "--pid",
+        &w.pid().to_string(),
+        "-d",
+        "3s",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let at = stderr
+        .find(" counted;")
+        .unwrap_or_else(|| panic!("no kernel count in: {stderr}"));
+    let counted: u64 = stderr[..at].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted > 300);
+    assert_eq!(total(&read_folded(&out)), counted, "{stderr}");
+}

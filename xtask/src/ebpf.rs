@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::setup::{command_exists, workspace_root};
+use crate::setup::{self, command_exists, workspace_root};
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -78,7 +78,8 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
         // Debian's compiler is a stable release: RUSTC_BOOTSTRAP lets it take `-Z build-std`.
         cmd.env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1");
     }
-    cmd.env("CARGO_TARGET_DIR", crate_dir.join("target"))
+    cmd.env("PATH", setup::path_with_cargo_bin())
+        .env("CARGO_TARGET_DIR", crate_dir.join("target"))
         .current_dir(&crate_dir)
         .args(["build", "--profile", profile]);
     let status = cmd.status().context("running cargo for the eBPF crate")?;

@@ -46,9 +46,30 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker; it may not be on PATH yet.
+pub fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// PATH with `$CARGO_HOME/bin` appended, for commands that need cargo-installed tools.
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let bin = cargo_bin_dir();
+    if !paths.contains(&bin) {
+        paths.push(bin);
+    }
+    std::env::join_paths(paths).expect("PATH entries contain no separator")
+}
+
 pub fn command_exists(name: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {name} >/dev/null 2>&1")])
+        .env("PATH", path_with_cargo_bin())
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -105,7 +126,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     apt(&args)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -113,7 +134,7 @@ fn is_root() -> bool {
 }
 
 fn bpf_linker_ok() -> bool {
-    Command::new("bpf-linker")
+    Command::new(cargo_bin_dir().join("bpf-linker"))
         .arg("--version")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
@@ -127,7 +148,6 @@ fn install_bpf_linker() -> Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.args([
         "install",
-        "--locked",
         "bpf-linker",
         "--version",
         BPF_LINKER_VERSION,

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: everything CI runs, in order, after installing what is missing.
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::{ebpf, setup};
 
@@ -13,6 +13,11 @@ pub struct Options {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
+    if !setup::is_root() {
+        bail!(
+            "the test suite loads BPF programs into the kernel: run it as root (`sudo -E cargo xtask test`)"
+        );
+    }
     setup::run(&setup::Options {
         target: None,
         test_tools: true,
