@@ -1,0 +1,131 @@
+"""Every cross-namespace URL names a Service (and port) that the bundle really creates.
+
+The earlier bundle pointed its S3 endpoint at minio.minio.svc while the Service was kalypso-minio
+(manual step 6). Here each URL in values, rendered output and docs is resolved against the Services
+our own templates render and, for upstream subcharts, against the names their fullname rules give
+with the values we set (upstream-services.yaml).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import crossrefs
+from chartlib import REPO
+
+EXPECTED_LINKS = {
+    # (chart whose values hold it, URL): what it must resolve to
+    ("kalypso-mimir", "minio.minio.svc.cluster.local:9000"),
+    ("kalypso-loki", "minio.minio.svc.cluster.local:9000"),
+    ("kalypso-tempo", "minio.minio.svc.cluster.local:9000"),
+    ("kalypso-pyroscope", "minio.minio.svc.cluster.local:9000"),
+    ("kalypso-pyroscope", "pyroscope.pyroscope.svc.cluster.local:4040"),
+    ("kalypso-profiler", "http://kalypso-otel-collector.pyroscope.svc.cluster.local:4317"),
+    ("kalypso-grafana", "http://mimir-gateway.mimir.svc.cluster.local:80"),
+    ("kalypso-grafana", "http://tempo-query-frontend.tempo.svc.cluster.local:3200"),
+    ("kalypso-grafana", "http://loki-gateway.loki.svc.cluster.local:80"),
+    ("kalypso-grafana", "http://pyroscope.pyroscope.svc.cluster.local:4040"),
+}
+
+
+@pytest.fixture(scope="session")
+def namespaces(bundle_values):
+    return {name: app["namespace"] for name, app in bundle_values["apps"].items()}
+
+
+@pytest.fixture(scope="session")
+def known(chart_values, namespaces, rendered):
+    services = crossrefs.upstream_services(chart_values, namespaces)
+    for key, ports in crossrefs.rendered_services(rendered, namespaces).items():
+        services.setdefault(key, set()).update(ports)
+    # The API server, which Argo CD's destination names (https://kubernetes.default.svc).
+    services.setdefault(("default", "kubernetes"), set()).add(443)
+    return services
+
+
+def test_the_bundle_has_the_expected_cross_namespace_links(chart_values, bundle_values):
+    found = {(r.source.split("/")[1], r.text) for r in crossrefs.refs_in_values(chart_values, bundle_values)}
+    missing = EXPECTED_LINKS - found
+    assert not missing, f"links not found in values: {sorted(missing)}"
+
+
+def test_every_url_in_values_names_a_service_and_port(chart_values, bundle_values, known):
+    refs = crossrefs.refs_in_values(chart_values, bundle_values)
+    assert len(refs) >= len(EXPECTED_LINKS)
+    assert not crossrefs.unresolved(refs, known), "\n".join(crossrefs.unresolved(refs, known))
+
+
+def test_every_url_in_rendered_output_names_a_service_and_port(rendered, known):
+    refs = crossrefs.refs_in_rendered(rendered)
+    assert any("kalypso-otel-collector.pyroscope" in r.text for r in refs)
+    assert not crossrefs.unresolved(refs, known), "\n".join(crossrefs.unresolved(refs, known))
+
+
+def test_every_url_in_the_deploy_docs_names_a_service_and_port(known):
+    refs = crossrefs.find_refs("docs/deploy.md", (REPO / "docs/deploy.md").read_text())
+    assert refs, "docs/deploy.md should show the endpoints"
+    assert not crossrefs.unresolved(refs, known), "\n".join(crossrefs.unresolved(refs, known))
+
+
+def test_workaround_6_mistake_is_caught(chart_values, bundle_values, namespaces, rendered):
+    """Without minio.fullnameOverride the Service is kalypso-minio: minio.minio.svc must fail."""
+    broken = copy.deepcopy(chart_values)
+    del broken["kalypso-minio"]["minio"]["fullnameOverride"]
+    known = crossrefs.upstream_services(broken, namespaces)
+    assert ("minio", "kalypso-minio") in known
+    problems = crossrefs.unresolved(crossrefs.refs_in_values(broken, bundle_values), known)
+    assert any("minio.minio.svc.cluster.local:9000" in p and "no Service minio" in p for p in problems), problems
+
+
+def test_a_wrong_port_is_caught(known):
+    refs = crossrefs.find_refs("test", "http://pyroscope.pyroscope.svc.cluster.local:4041")
+    assert crossrefs.unresolved(refs, known)
+
+
+def test_a_service_in_the_wrong_namespace_is_caught(known):
+    refs = crossrefs.find_refs("test", "loki-gateway.mimir.svc.cluster.local:80")
+    assert crossrefs.unresolved(refs, known)
+
+
+def test_disabled_distributor_port_is_not_assumed(chart_values, namespaces):
+    off = copy.deepcopy(chart_values)
+    off["kalypso-tempo"]["tempo-distributed"]["traces"]["otlp"]["grpc"]["enabled"] = False
+    ports = crossrefs.upstream_services(off, namespaces)[("tempo", "tempo-distributor")]
+    assert 4317 not in ports
+
+
+def test_consumers_s3_wiring_matches_minio(chart_values, namespaces, rendered):
+    minio = chart_values["kalypso-minio"]
+    minio_ns = namespaces["kalypso-minio"]
+    users = {u["accessKey"]: u for u in minio["minio"]["users"]}
+    policies = {p["name"]: p for p in minio["minio"]["policies"]}
+    buckets = {b["name"] for b in minio["minio"]["buckets"]}
+    bindings = {d["metadata"]["name"] for d in rendered["kalypso-minio"] if d["kind"] == "RoleBinding"}
+    for consumer in minio["consumers"]:
+        chart = f"kalypso-{consumer['name']}"
+        assert namespaces[chart] == consumer["namespace"], chart
+        s3 = chart_values[chart]["s3"]
+        assert (s3["fromNamespace"], s3["fromSecret"]) == (minio_ns, f"s3-{consumer['name']}"), chart
+        assert s3["serviceAccount"] == consumer["serviceAccount"], chart
+        sa = [d for d in rendered[chart] if d["kind"] == "ServiceAccount"
+              and d["metadata"]["name"] == consumer["serviceAccount"]]
+        assert sa and sa[0]["metadata"]["namespace"] == consumer["namespace"], chart
+        assert f"kalypso-s3-read-{consumer['name']}" in bindings
+        user = users[consumer["name"]]
+        assert user["existingSecret"] == f"s3-{consumer['name']}" and "secretKey" not in user
+        granted = {r.split(":::")[1].split("/")[0] for st in policies[user["policy"]]["statements"]
+                   for r in st["resources"]}
+        assert granted == set(consumer["buckets"]), chart
+        assert set(consumer["buckets"]) <= buckets, chart
+    # Nothing outside `consumers`.
+    assert set(users) == {c["name"] for c in minio["consumers"]}
+
+
+def test_grafana_route_attaches_to_the_gateway_that_istio_renders(chart_values, namespaces, rendered):
+    gw_ns, gw_name = chart_values["kalypso-grafana"]["route"]["gateway"].split("/")
+    assert gw_ns == namespaces["kalypso-istio"]
+    gateways = [d for d in rendered["kalypso-istio"] if d["kind"] == "Gateway"]
+    assert [g["metadata"]["name"] for g in gateways] == [gw_name]
+    selector = gateways[0]["spec"]["selector"]
+    assert selector == {"istio": chart_values["kalypso-istio"]["gateway"]["name"].removeprefix("istio-")}
