@@ -47,9 +47,140 @@ pub struct Config {
     /// Never show the progress line (it is only shown on a terminal anyway).
     #[arg(long, env = "PROFILER_QUIET")]
     pub quiet: bool,
+
+    /// Continuous export instead of one file: `otlp` (gRPC to a collector or Pyroscope), `stdout`
+    /// (each request as a JSON line), or `none`. Default when neither --pid nor --output is given: otlp.
+    #[arg(
+        long,
+        value_enum,
+        env = "PROFILER_EXPORTER",
+        help_heading = "Continuous export"
+    )]
+    pub exporter: Option<ExporterKind>,
+
+    /// OTLP gRPC endpoint [env: OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT, then OTEL_EXPORTER_OTLP_ENDPOINT]
+    /// [default: http://localhost:4317]
+    #[arg(long, help_heading = "Continuous export")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Extra gRPC header, KEY=VALUE (repeatable; e.g. X-Scope-OrgID=tenant)
+    /// [env: OTEL_EXPORTER_OTLP_PROFILES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS, comma-separated]
+    #[arg(long = "otlp-header", value_parser = parse_key_value, help_heading = "Continuous export")]
+    pub otlp_headers: Vec<(String, String)>,
+
+    /// CA certificate (PEM) to trust for https endpoints, besides the system roots.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        help_heading = "Continuous export"
+    )]
+    pub otlp_ca_file: Option<PathBuf>,
+
+    /// Largest request sent; bigger exports are split (4 MiB is the common receiver limit).
+    #[arg(long, env = "PROFILER_OTLP_MAX_MESSAGE_BYTES", default_value_t = 4 << 20, help_heading = "Continuous export")]
+    pub otlp_max_message_bytes: usize,
+
+    /// How often profiles are exported.
+    #[arg(long, env = "PROFILER_EXPORT_INTERVAL", default_value = "10s", value_parser = parse_duration, help_heading = "Continuous export")]
+    pub export_interval: Duration,
+
+    /// Bound on requests waiting to be sent; past it the oldest are dropped (and counted).
+    #[arg(long, env = "PROFILER_EXPORT_QUEUE_BYTES", default_value_t = 64 << 20, help_heading = "Continuous export")]
+    pub export_queue_bytes: usize,
+
+    /// On SIGTERM/Ctrl-C, how long to keep sending what is pending before exiting.
+    #[arg(long, env = "PROFILER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration, help_heading = "Continuous export")]
+    pub shutdown_timeout: Duration,
+
+    /// Address for /metrics and /healthz.
+    #[arg(
+        long,
+        env = "PROFILER_METRICS_ADDR",
+        default_value = "127.0.0.1:9464",
+        help_heading = "Continuous export"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// `host.name` on every resource (e.g. the Kubernetes node name). Default: this host's name.
+    #[arg(long, env = "PROFILER_HOST_NAME", help_heading = "Continuous export")]
+    pub host_name: Option<String>,
+
+    /// Extra resource attributes for every process, k1=v1,k2=v2.
+    #[arg(
+        long,
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        help_heading = "Continuous export"
+    )]
+    pub resource_attributes: Option<String>,
+
+    /// Only profile processes whose name (comm) matches this regular expression.
+    #[arg(long, env = "PROFILER_INCLUDE_COMM", help_heading = "Filters")]
+    pub include_comm: Option<regex::Regex>,
+
+    /// Never profile processes whose name (comm) matches this regular expression.
+    #[arg(long, env = "PROFILER_EXCLUDE_COMM", help_heading = "Filters")]
+    pub exclude_comm: Option<regex::Regex>,
+}
+
+/// Continuous exporters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExporterKind {
+    Otlp,
+    Stdout,
+    None,
+}
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Sample for a while and write one file.
+    Local,
+    /// Sample until stopped, exporting every interval.
+    Export(ExporterKind),
 }
 
 impl Config {
+    /// Export when asked to, or when there is neither a process nor a file to profile into.
+    pub fn mode(&self) -> Mode {
+        match self.exporter {
+            Some(kind) => Mode::Export(kind),
+            None if self.pid.is_none() && self.output.is_none() => Mode::Export(ExporterKind::Otlp),
+            None => Mode::Local,
+        }
+    }
+
+    /// The OTLP endpoint: the flag, else the profiles-specific variable, else the generic one.
+    pub fn otlp_endpoint(&self) -> String {
+        self.otlp_endpoint
+            .clone()
+            .or_else(|| env_nonempty("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT"))
+            .or_else(|| env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .unwrap_or_else(|| "http://localhost:4317".into())
+    }
+
+    /// Headers from OTEL_EXPORTER_OTLP_HEADERS, then the profiles-specific variable, then flags
+    /// (later ones win for the same key).
+    pub fn otlp_headers(&self) -> Result<Vec<(String, String)>, String> {
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_PROFILES_HEADERS",
+        ] {
+            if let Some(text) = env_nonempty(var) {
+                let parsed = crate::resource::parse_otel_resource_attributes(&text)
+                    .map_err(|e| format!("{var}: {e}"))?;
+                headers.extend(parsed);
+            }
+        }
+        headers.extend(self.otlp_headers.iter().cloned());
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in headers {
+            out.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
     pub fn output_path(&self) -> PathBuf {
         self.output.clone().unwrap_or_else(|| match self.pid {
             Some(pid) => PathBuf::from(format!("kalypso-{pid}.svg")),
@@ -61,6 +192,17 @@ impl Config {
     pub fn output_format(&self) -> Option<Format> {
         self.format
             .or_else(|| Format::from_path(&self.output_path()))
+    }
+}
+
+fn env_nonempty(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }
 
@@ -139,6 +281,35 @@ mod tests {
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?} accepted");
         }
+    }
+
+    #[test]
+    fn mode_follows_the_flags() {
+        let mode = |args: &[&str]| Config::try_parse_from(args).unwrap().mode();
+        assert_eq!(mode(&["p"]), Mode::Export(ExporterKind::Otlp));
+        assert_eq!(mode(&["p", "--pid", "1"]), Mode::Local);
+        assert_eq!(mode(&["p", "-o", "x.svg"]), Mode::Local);
+        assert_eq!(
+            mode(&["p", "--pid", "1", "--exporter", "stdout"]),
+            Mode::Export(ExporterKind::Stdout)
+        );
+    }
+
+    #[test]
+    fn headers_from_flags_override_the_environment() {
+        let c = Config::try_parse_from([
+            "p",
+            "--otlp-header",
+            "X-Scope-OrgID=a",
+            "--otlp-header",
+            "x-scope-orgid=b",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.otlp_headers().unwrap(),
+            vec![("x-scope-orgid".to_string(), "b".to_string())]
+        );
+        assert!(Config::try_parse_from(["p", "--otlp-header", "novalue"]).is_err());
     }
 
     #[test]

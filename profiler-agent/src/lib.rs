@@ -5,11 +5,14 @@
 pub mod aggregate;
 pub mod bpf;
 pub mod config;
+pub mod daemon;
 pub mod export;
 pub mod local;
+pub mod metrics;
 pub mod process;
 pub mod profile;
 pub mod record;
+pub mod resource;
 pub mod source;
 pub mod symbolize;
 pub mod telemetry;
@@ -36,4 +39,6 @@ pub enum AgentError {
     Source(#[from] source::SourceError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
+    #[error("{0}")]
+    Config(String),
 }

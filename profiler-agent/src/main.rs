@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use profiler_agent::config::Config;
-use profiler_agent::local;
+use profiler_agent::config::{Config, Mode};
 use profiler_agent::record::StopReason;
-use profiler_agent::telemetry;
+use profiler_agent::{daemon, local, telemetry};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -15,43 +14,70 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cfg.mode() {
+        Mode::Local => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        // Export and /metrics run beside the sampling thread; two workers are plenty.
+        Mode::Export(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(local::run(&cfg)) {
-        Ok(outcome) => {
-            if let StopReason::TargetExited(after) = outcome.stop {
-                eprintln!(
-                    "note: pid {} exited after {:.1} s; writing what was collected",
-                    cfg.pid.map(|p| p.0).unwrap_or_default(),
-                    after.as_secs_f64()
-                );
+    let result = match cfg.mode() {
+        Mode::Local => runtime
+            .block_on(local::run(&cfg))
+            .map(|outcome| report_local(&cfg, &outcome)),
+        Mode::Export(kind) => runtime.block_on(daemon::run(&cfg, kind)).map(|s| {
+            if s.target_exited {
+                eprintln!("note: the target process exited; exported what was collected");
             }
-            let secs = outcome.elapsed.as_secs_f64();
             eprintln!(
-                "wrote {} ({:?}): {} samples in {:.1} s ({:.1}/s; {} expected for one busy thread), {} distinct stacks, agent CPU {:.2} s",
-                outcome.path.display(),
-                outcome.format,
-                outcome.samples,
-                secs,
-                outcome.samples as f64 / secs.max(f64::EPSILON),
-                outcome.report.expected_samples,
-                outcome.distinct_stacks,
-                telemetry::own_cpu_time().as_secs_f64(),
+                "exported {} samples in {} requests over {} intervals; agent CPU {:.2} s",
+                s.samples,
+                s.requests,
+                s.exports,
+                telemetry::own_cpu_time().as_secs_f64()
             );
-            eprintln!("{}", outcome.report);
-            ExitCode::SUCCESS
-        }
+        }),
+    };
+    // Background tasks (metrics server, a stuck send) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn report_local(cfg: &Config, outcome: &local::Outcome) {
+    if let StopReason::TargetExited(after) = outcome.stop {
+        eprintln!(
+            "note: pid {} exited after {:.1} s; writing what was collected",
+            cfg.pid.map(|p| p.0).unwrap_or_default(),
+            after.as_secs_f64()
+        );
+    }
+    let secs = outcome.elapsed.as_secs_f64();
+    eprintln!(
+        "wrote {} ({:?}): {} samples in {:.1} s ({:.1}/s; {} expected for one busy thread), {} distinct stacks, agent CPU {:.2} s",
+        outcome.path.display(),
+        outcome.format,
+        outcome.samples,
+        secs,
+        outcome.samples as f64 / secs.max(f64::EPSILON),
+        outcome.report.expected_samples,
+        outcome.distinct_stacks,
+        telemetry::own_cpu_time().as_secs_f64(),
+    );
+    eprintln!("{}", outcome.report);
 }

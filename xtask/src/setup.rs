@@ -32,7 +32,11 @@ const NODE_PACKAGES: &[&str] = &["nodejs", "npm"];
 /// Independent readers the tests check our output with: Google's pprof format via the npm
 /// `pprof-format` decoder, OTLP via the official Python `opentelemetry-proto` package.
 const NPM_TEST_PACKAGES: &[&str] = &["pprof-format@2.3.2"];
-const PIP_TEST_PACKAGES: &[&str] = &["opentelemetry-proto==1.45.2", "grpcio==1.85.3"];
+const PIP_TEST_PACKAGES: &[&str] = &[
+    "opentelemetry-proto==1.45.2",
+    "grpcio==1.85.3",
+    "pytest==9.2.0",
+];
 const AARCH64_PACKAGES: &[&str] = &[
     "libstd-rust-web-dev:arm64",
     "gcc-aarch64-linux-gnu",

@@ -32,6 +32,19 @@ pub fn run(opts: &Options) -> Result<()> {
         "--",
         "--test-threads=1",
     ]))?;
+    // The independent OTLP receiver and checker the agent's tests rely on, tested on their own.
+    setup::run_checked(
+        Command::new(setup::test_tools_dir().join("venv/bin/python"))
+            .current_dir(&root)
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/readers",
+            ]),
+    )?;
     let charts = root.join("tests/charts/run.sh");
     if !opts.no_charts && charts.exists() {
         setup::run_checked(Command::new("bash").arg(&charts).current_dir(&root))?;

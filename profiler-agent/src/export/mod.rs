@@ -1,7 +1,10 @@
 //! Writing a [`Profile`](crate::profile::Profile) out: folded stacks, pprof, SVG flame graph.
 pub mod folded;
+pub mod otlp;
 pub mod pprof;
 mod pprof_proto;
+pub mod queue;
+pub mod sender;
 pub mod svg;
 
 use std::io::Write;

@@ -1,0 +1,349 @@
+//! Continuous mode (the DaemonSet): sample every process (or one), export every interval, never
+//! block sampling on export, and flush what is pending on SIGTERM.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::AgentError;
+use crate::aggregate::Aggregator;
+use crate::bpf::{BpfSampler, SamplerOptions};
+use crate::config::{Config, ExporterKind};
+use crate::export::otlp::{self, int_kv, string_kv};
+use crate::export::queue::ExportQueue;
+use crate::export::sender::{self, OtlpSettings, OtlpSink, Sink};
+use crate::metrics::{self, Metrics};
+use crate::process::{self, ProcessTable};
+use crate::profile::{self, ProcessMeta, ProfileMeta};
+use crate::resource::{self, ProcessResource};
+use crate::source::{RawBatch, SampleSource};
+use crate::symbolize::Symbolizer;
+use crate::types::Pid;
+
+/// How often the stop flag is checked between drains.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Attributes every resource carries: host and user-supplied ones.
+fn common_attributes(cfg: &Config) -> Result<Vec<KeyValue>, AgentError> {
+    let host = cfg.host_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "unknown".into(), |h| h.trim().to_string())
+    });
+    let mut attrs = vec![
+        string_kv("host.name", host),
+        string_kv("host.arch", resource::host_arch()),
+    ];
+    if let Some(text) = &cfg.resource_attributes {
+        let extra = resource::parse_otel_resource_attributes(text)
+            .map_err(|e| AgentError::Config(format!("OTEL_RESOURCE_ATTRIBUTES: {e}")))?;
+        for (k, v) in extra {
+            attrs.retain(|a| a.key != k);
+            attrs.push(string_kv(&k, v));
+        }
+    }
+    Ok(attrs)
+}
+
+fn process_attributes(r: &ProcessResource, common: &[KeyValue]) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        string_kv("service.name", r.service_name.clone()),
+        int_kv("process.pid", i64::from(r.pid)),
+    ];
+    if let Some(name) = &r.executable_name {
+        attrs.push(string_kv("process.executable.name", name.clone()));
+    }
+    if let Some(path) = &r.executable_path {
+        attrs.push(string_kv("process.executable.path", path.clone()));
+    }
+    if let Some(id) = &r.container_id {
+        attrs.push(string_kv("container.id", id.clone()));
+    }
+    // User-supplied attributes must not override what identifies the process.
+    attrs.extend(
+        common
+            .iter()
+            .filter(|c| !attrs.iter().any(|a| a.key == c.key))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    attrs
+}
+
+fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
+    Ok(match kind {
+        ExporterKind::Otlp => {
+            let headers = cfg.otlp_headers().map_err(AgentError::Config)?;
+            Sink::Otlp(
+                OtlpSink::new(&OtlpSettings {
+                    endpoint: cfg.otlp_endpoint(),
+                    headers,
+                    ca_file: cfg.otlp_ca_file.clone(),
+                    max_message_bytes: cfg.otlp_max_message_bytes,
+                })
+                .map_err(|e| AgentError::Config(e.to_string()))?,
+            )
+        }
+        ExporterKind::Stdout => Sink::Stdout,
+        ExporterKind::None => Sink::None,
+    })
+}
+
+/// Totals for the exit summary.
+#[derive(Debug, Default)]
+pub struct DaemonSummary {
+    pub samples: u64,
+    pub exports: u64,
+    pub requests: u64,
+    pub target_exited: bool,
+}
+
+pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, AgentError> {
+    if let Some(pid) = cfg.pid
+        && !process::exists(pid)
+    {
+        return Err(AgentError::NoSuchProcess(pid));
+    }
+    let sink = make_sink(cfg, kind)?;
+    let common = common_attributes(cfg)?;
+    let metrics = Arc::new(Metrics::new());
+    let bound = metrics::serve(cfg.metrics_addr, Arc::clone(&metrics))
+        .await
+        .map_err(|e| AgentError::Config(e.to_string()))?;
+    tracing::info!("serving /metrics and /healthz on {bound}");
+    let sampler = BpfSampler::start(SamplerOptions {
+        target: cfg.pid,
+        frequency: cfg.frequency,
+    })?;
+
+    let queue = Arc::new(ExportQueue::new(cfg.export_queue_bytes));
+    let (shutdown_tx, shutdown_rx) = watch::channel(None);
+    let sender = tokio::spawn(sender::run(
+        Arc::clone(&queue),
+        sink,
+        Arc::clone(&metrics),
+        shutdown_rx,
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(wait_for_signal(Arc::clone(&stop)));
+    let loop_ctx = SampleLoop {
+        cfg: cfg.clone(),
+        common,
+        metrics: Arc::clone(&metrics),
+        queue: Arc::clone(&queue),
+        stop: Arc::clone(&stop),
+    };
+    let summary = tokio::task::spawn_blocking(move || loop_ctx.run(sampler))
+        .await
+        .map_err(|e| AgentError::Config(format!("sampling thread failed: {e}")))??;
+    signals.abort();
+
+    // Send what is pending until the deadline, then count whatever is left as dropped.
+    let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
+    let _ = shutdown_tx.send(Some(deadline));
+    let _ = tokio::time::timeout_at(deadline + Duration::from_millis(200), sender).await;
+    let left = queue.abandon();
+    if left.batches > 0 {
+        metrics.drop_samples("unsent_at_shutdown", left.samples);
+        metrics.export_batches_dropped.inc_by(left.batches);
+        tracing::warn!(
+            "{} samples in {} requests were not sent before the shutdown deadline",
+            left.samples,
+            left.batches
+        );
+    }
+    Ok(summary)
+}
+
+async fn wait_for_signal(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    stop.store(true, Ordering::SeqCst);
+}
+
+struct SampleLoop {
+    cfg: Config,
+    common: Vec<KeyValue>,
+    metrics: Arc<Metrics>,
+    queue: Arc<ExportQueue>,
+    stop: Arc<AtomicBool>,
+}
+
+/// State carried between export windows.
+struct Window {
+    aggregator: Aggregator,
+    start: SystemTime,
+    began: Instant,
+}
+
+impl SampleLoop {
+    fn run(self, mut sampler: BpfSampler) -> Result<DaemonSummary, AgentError> {
+        let mut processes = ProcessTable::default();
+        let mut resources: HashMap<Pid, ProcessResource> = HashMap::new();
+        let mut symbolizer = Symbolizer::new();
+        let mut window = Window {
+            aggregator: Aggregator::default(),
+            start: SystemTime::now(),
+            began: Instant::now(),
+        };
+        let mut summary = DaemonSummary::default();
+        let mut last_queue_drops = self.queue.dropped();
+        let mut next_drain = Instant::now() + self.cfg.drain_interval;
+        loop {
+            while !self.stop.load(Ordering::SeqCst) && Instant::now() < next_drain {
+                std::thread::sleep(POLL.min(next_drain.saturating_duration_since(Instant::now())));
+            }
+            next_drain += self.cfg.drain_interval;
+            let target_gone = self.cfg.pid.is_some_and(|p| !process::exists(p));
+            let stopping = self.stop.load(Ordering::SeqCst) || target_gone;
+            if stopping {
+                sampler.stop();
+            }
+            let batch = sampler.drain()?;
+            let batch = self.keep_wanted(batch, &mut processes, &mut resources);
+            summary.samples += batch.total();
+            window.aggregator.add(batch);
+            self.metrics.observe_sampler(&sampler.stats()?);
+            self.metrics.tick();
+            if stopping || window.began.elapsed() >= self.cfg.export_interval {
+                let w = std::mem::replace(
+                    &mut window,
+                    Window {
+                        aggregator: Aggregator::default(),
+                        start: SystemTime::now(),
+                        began: Instant::now(),
+                    },
+                );
+                summary.requests += self.export(w, &processes, &resources, &mut symbolizer);
+                summary.exports += 1;
+                processes.forget_exited();
+                resources.retain(|pid, _| processes.get(*pid).is_some());
+            }
+            let drops = self.queue.dropped();
+            self.metrics
+                .drop_samples("queue_full", drops.samples - last_queue_drops.samples);
+            self.metrics
+                .export_batches_dropped
+                .inc_by(drops.batches - last_queue_drops.batches);
+            last_queue_drops = drops;
+            self.metrics
+                .export_queue_bytes
+                .set(self.queue.bytes() as i64);
+            self.metrics.processes_tracked.set(processes.len() as i64);
+            self.metrics
+                .open_objects
+                .set(processes.open_objects() as i64);
+            if stopping {
+                summary.target_exited = target_gone;
+                return Ok(summary);
+            }
+        }
+    }
+
+    /// Refreshes mappings of the processes in the batch (reading each new process's resource
+    /// attributes while it is alive) and drops samples of processes the filters exclude.
+    fn keep_wanted(
+        &self,
+        mut batch: RawBatch,
+        processes: &mut ProcessTable,
+        resources: &mut HashMap<Pid, ProcessResource>,
+    ) -> RawBatch {
+        let mut pids: Vec<Pid> = batch.samples.iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let mut unwanted = Vec::new();
+        for pid in pids {
+            if processes.get(pid).is_none_or(|p| p.alive) {
+                let _ = processes.refresh(pid);
+            }
+            let comm = processes.get(pid).map_or("", |p| p.comm.as_str());
+            let included = self
+                .cfg
+                .include_comm
+                .as_ref()
+                .is_none_or(|re| re.is_match(comm));
+            let excluded = self
+                .cfg
+                .exclude_comm
+                .as_ref()
+                .is_some_and(|re| re.is_match(comm));
+            if !included || excluded {
+                unwanted.push(pid);
+                continue;
+            }
+            resources
+                .entry(pid)
+                .or_insert_with(|| resource::read_process_resource(pid.0, comm));
+        }
+        if !unwanted.is_empty() {
+            batch.samples.retain(|s| !unwanted.contains(&s.pid));
+        }
+        batch
+    }
+
+    /// Symbolizes one window and queues its requests; returns how many.
+    fn export(
+        &self,
+        mut window: Window,
+        processes: &ProcessTable,
+        resources: &HashMap<Pid, ProcessResource>,
+        symbolizer: &mut Symbolizer,
+    ) -> u64 {
+        self.metrics
+            .drop_samples("aggregation_bound", window.aggregator.dropped());
+        let entries = window.aggregator.take();
+        if entries.is_empty() {
+            return 0;
+        }
+        let meta = ProfileMeta {
+            start: window.start,
+            duration: window.began.elapsed(),
+            frequency: self.cfg.frequency,
+            title: String::new(),
+        };
+        let profile = profile::build(entries, processes, symbolizer, &meta);
+        self.metrics.observe_symbolizer(&symbolizer.stats);
+        let resource_of = |p: &ProcessMeta| match resources.get(&p.pid) {
+            Some(r) => process_attributes(r, &self.common),
+            None => process_attributes(
+                &ProcessResource {
+                    pid: p.pid.0,
+                    service_name: p.name.clone(),
+                    executable_name: p
+                        .exe
+                        .as_deref()
+                        .and_then(|e| e.rsplit('/').next())
+                        .map(str::to_owned),
+                    executable_path: p.exe.clone(),
+                    container_id: None,
+                },
+                &self.common,
+            ),
+        };
+        let (requests, too_large) =
+            otlp::build_requests(&profile, &resource_of, self.cfg.otlp_max_message_bytes);
+        self.metrics.drop_samples("stack_too_large", too_large);
+        let count = requests.len() as u64;
+        for request in requests {
+            let samples = request
+                .resource_profiles
+                .iter()
+                .flat_map(|r| &r.scope_profiles)
+                .flat_map(|s| &s.profiles)
+                .flat_map(|p| &p.samples)
+                .map(|s| s.values.iter().sum::<i64>() as u64)
+                .sum();
+            let bytes = request.encoded_len();
+            self.queue.push(request, bytes, samples);
+        }
+        count
+    }
+}

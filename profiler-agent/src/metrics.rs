@@ -1,0 +1,278 @@
+//! `/metrics` (Prometheus text format, via prometheus-client) and `/healthz`, on `--metrics-addr`.
+//! Counters are atomics updated by the stages; nothing here is per-sample work.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use profiler_common::Stat;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::source::SamplerStats;
+use crate::symbolize::SymbolizerStats;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// /healthz fails once the sampling loop has not completed a tick for this long.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+pub struct Metrics {
+    registry: Registry,
+    /// Kernel-side counters, by `Stat` name.
+    pub kernel: Family<Labels, Counter>,
+    /// Samples lost after the kernel counted them, by reason.
+    pub samples_dropped: Family<Labels, Counter>,
+    pub samples_exported: Counter,
+    /// Export attempts by result: success, failure (will retry), rejected (not retried).
+    pub export_requests: Family<Labels, Counter>,
+    pub export_bytes: Counter,
+    pub export_queue_bytes: Gauge,
+    pub export_batches_dropped: Counter,
+    pub symbolizer: Family<Labels, Counter>,
+    pub processes_tracked: Gauge,
+    pub open_objects: Gauge,
+    last_kernel: Mutex<SamplerStats>,
+    last_symbolizer: Mutex<SymbolizerStats>,
+    /// Unix seconds of the last completed sampling tick.
+    pub last_tick: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kalypso");
+        let kernel = Family::<Labels, Counter>::default();
+        registry.register(
+            "bpf_events",
+            "Kernel-side sampler counters, by event",
+            kernel.clone(),
+        );
+        let samples_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "samples_dropped",
+            "Samples lost after the kernel counted them, by reason",
+            samples_dropped.clone(),
+        );
+        let samples_exported = Counter::default();
+        registry.register(
+            "samples_exported",
+            "Samples in successfully exported requests",
+            samples_exported.clone(),
+        );
+        let export_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "export_requests",
+            "Export attempts, by result",
+            export_requests.clone(),
+        );
+        let export_bytes = Counter::default();
+        registry.register(
+            "export_bytes",
+            "Encoded bytes of successfully exported requests",
+            export_bytes.clone(),
+        );
+        let export_queue_bytes = Gauge::default();
+        registry.register(
+            "export_queue_bytes",
+            "Bytes waiting in the export queue",
+            export_queue_bytes.clone(),
+        );
+        let export_batches_dropped = Counter::default();
+        registry.register(
+            "export_batches_dropped",
+            "Batches dropped (queue full, rejected, or unsent at shutdown)",
+            export_batches_dropped.clone(),
+        );
+        let symbolizer = Family::<Labels, Counter>::default();
+        registry.register(
+            "symbolizer_lookups",
+            "Symbolizer cache lookups, by result",
+            symbolizer.clone(),
+        );
+        let processes_tracked = Gauge::default();
+        registry.register(
+            "processes_tracked",
+            "Processes whose mappings are held",
+            processes_tracked.clone(),
+        );
+        let open_objects = Gauge::default();
+        registry.register(
+            "open_objects",
+            "ELF files held open for symbolization",
+            open_objects.clone(),
+        );
+        Self {
+            registry,
+            kernel,
+            samples_dropped,
+            samples_exported,
+            export_requests,
+            export_bytes,
+            export_queue_bytes,
+            export_batches_dropped,
+            symbolizer,
+            processes_tracked,
+            open_objects,
+            last_kernel: Mutex::default(),
+            last_symbolizer: Mutex::default(),
+            last_tick: AtomicU64::new(now_secs()),
+        }
+    }
+
+    /// Folds cumulative kernel counters into the Prometheus counters.
+    pub fn observe_sampler(&self, stats: &SamplerStats) {
+        let mut last = self.last_kernel.lock().unwrap_or_else(|e| e.into_inner());
+        for stat in Stat::ALL {
+            let delta = stats.get(stat).saturating_sub(last.get(stat));
+            self.kernel
+                .get_or_create(&vec![("event", stat.name())])
+                .inc_by(delta);
+        }
+        *last = stats.clone();
+    }
+
+    pub fn observe_symbolizer(&self, stats: &SymbolizerStats) {
+        let mut last = self
+            .last_symbolizer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (result, now, before) in [
+            ("hit", stats.cache_hits, last.cache_hits),
+            ("miss", stats.cache_misses, last.cache_misses),
+            ("unknown", stats.unknown, last.unknown),
+        ] {
+            self.symbolizer
+                .get_or_create(&vec![("result", result)])
+                .inc_by(now.saturating_sub(before));
+        }
+        *last = *stats;
+    }
+
+    pub fn drop_samples(&self, reason: &'static str, samples: u64) {
+        self.samples_dropped
+            .get_or_create(&vec![("reason", reason)])
+            .inc_by(samples);
+    }
+
+    pub fn export_result(&self, result: &'static str) {
+        self.export_requests
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
+    pub fn tick(&self) {
+        self.last_tick.store(now_secs(), Ordering::Relaxed);
+    }
+
+    pub fn healthy(&self) -> bool {
+        now_secs().saturating_sub(self.last_tick.load(Ordering::Relaxed)) < STALL_LIMIT.as_secs()
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for /metrics: {source}")]
+pub struct ServeError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+/// Binds now (so a busy port is a start-up error) and serves in the background.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError { addr, source })?;
+    let for_metrics = Arc::clone(&metrics);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = Arc::clone(&for_metrics);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let m = Arc::clone(&metrics);
+                async move {
+                    if m.healthy() {
+                        (StatusCode::OK, "ok\n").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "sampling stalled\n").into_response()
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_counters_advance_by_deltas() {
+        let m = Metrics::new();
+        let mut s = SamplerStats::default();
+        s.counts[Stat::Counted as usize] = 10;
+        m.observe_sampler(&s);
+        s.counts[Stat::Counted as usize] = 25;
+        m.observe_sampler(&s);
+        let text = m.encode();
+        assert!(
+            text.contains("kalypso_bpf_events_total{event=\"counted\"} 25"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reports_drops_by_reason() {
+        let m = Metrics::new();
+        m.drop_samples("queue_full", 7);
+        assert!(
+            m.encode()
+                .contains("kalypso_samples_dropped_total{reason=\"queue_full\"} 7")
+        );
+    }
+}

@@ -1,0 +1,509 @@
+//! Continuous mode end to end: the real agent, real workloads, and an independent OTLP receiver
+//! built on the official Python `opentelemetry-proto` package.
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::otlp::*;
+use common::*;
+
+/// A cgroup the test makes, shaped like Docker's (`/docker/<64 hex>`), holding a workload.
+struct FakeContainer {
+    dir: std::path::PathBuf,
+    id: String,
+}
+
+impl FakeContainer {
+    fn new() -> FakeContainer {
+        let id: String = (0..64)
+            .map(|i| b"0123456789abcdef"[(i * 7 + std::process::id() as usize) % 16] as char)
+            .collect();
+        // cgroup v2 when it is the only hierarchy, else the v1 pids controller.
+        let root = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/pids"
+        };
+        let dir = std::path::Path::new(root).join("docker").join(&id);
+        std::fs::create_dir_all(&dir).expect("creating a cgroup (needs root)");
+        FakeContainer { dir, id }
+    }
+
+    fn adopt(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .expect("moving the workload into the cgroup");
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        // Only empty cgroups can be removed; the workload is killed before this runs.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_dir(self.dir.parent().unwrap());
+    }
+}
+
+struct Agent {
+    child: Child,
+    metrics_port: u16,
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Agent {
+        let metrics_port = free_port();
+        let child = Command::new(agent_binary())
+            .args(args)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .env("PROFILER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let agent = Agent {
+            child,
+            metrics_port,
+        };
+        wait_for(Duration::from_secs(20), "the metrics server", || {
+            std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+        });
+        agent
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = http_get(self.metrics_port, "/metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// SIGTERM, then the exit status and output.
+    fn terminate(self) -> std::process::Output {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let out = self.child.wait_with_output().unwrap();
+        eprintln!(
+            "agent: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn otlp_args(endpoint: &str, interval: &str) -> Vec<String> {
+    [
+        "--exporter",
+        "otlp",
+        "--otlp-endpoint",
+        endpoint,
+        "--export-interval",
+        interval,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn node_wide_profiles_reach_an_independent_receiver_intact() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let receiver = Receiver::start(0, &dir.path().join("requests.jsonl"), &[]);
+    let container = FakeContainer::new();
+    let binary = build_c("calltree");
+    let w = Workload::start(&binary, &[]);
+    container.adopt(w.pid());
+    let agent = Agent::start(&strs(&otlp_args(&receiver.endpoint(), "2s")));
+    wait_for(
+        Duration::from_secs(30),
+        "two exports with the workload",
+        || {
+            receiver
+                .requests()
+                .iter()
+                .filter(|r| !stacks_of(std::slice::from_ref(r), w.pid()).is_empty())
+                .count()
+                >= 2
+        },
+    );
+    let agent_pid = agent.child.id();
+    let out = agent.terminate();
+    assert!(out.status.success());
+    drop(w);
+
+    let requests = receiver.requests();
+    check_invariants(&receiver.out);
+    // Resource attributes of the workload, by semantic conventions.
+    let all = resources(&requests);
+    let workload = all
+        .iter()
+        .find(|r| attr(r, "process.executable.path").as_deref() == binary.to_str())
+        .expect("a resource for the workload");
+    assert_eq!(attr(workload, "service.name").as_deref(), Some("calltree"));
+    assert_eq!(
+        attr(workload, "process.executable.name").as_deref(),
+        Some("calltree")
+    );
+    assert_eq!(
+        attr(workload, "container.id").as_deref(),
+        Some(container.id.as_str())
+    );
+    assert_eq!(
+        attr(workload, "host.arch").as_deref(),
+        Some(if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        })
+    );
+    assert!(attr(workload, "host.name").is_some_and(|h| !h.is_empty()));
+    // The agent never profiles itself.
+    assert!(
+        all.iter()
+            .all(|r| attr(r, "process.pid") != Some(agent_pid.to_string()))
+    );
+
+    // The call tree, leaf first, with the expected shares.
+    let pid: u32 = attr(workload, "process.pid").unwrap().parse().unwrap();
+    let stacks = stacks_of(&requests, pid);
+    let count = |path: &[&str]| -> u64 {
+        stacks
+            .iter()
+            .filter(|(s, _)| s.windows(path.len()).any(|w| w == path))
+            .map(|(_, c)| c)
+            .sum()
+    };
+    let a = count(&["work", "hot_a", "outer", "main"]);
+    let b = count(&["work", "hot_b", "outer", "main"]);
+    assert!(a + b > 300, "{a} + {b} samples of the call tree");
+    let share = a as f64 / (a + b) as f64;
+    assert!((0.68..=0.82).contains(&share), "hot_a share {share:.3}");
+
+    // Profile fields, and a build id on the workload's mapping.
+    let req = requests
+        .iter()
+        .find(|r| !stacks_of(std::slice::from_ref(r), pid).is_empty())
+        .unwrap();
+    let d = &req["dictionary"];
+    let st = |i: &serde_json::Value| {
+        d["string_table"][i.as_u64().unwrap_or(0) as usize]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let rp = req["resource_profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rp| attr(&rp["resource"], "process.pid") == Some(pid.to_string()))
+        .unwrap();
+    let p = &rp["scope_profiles"][0]["profiles"][0];
+    assert_eq!(
+        (
+            st(&p["sample_type"]["type_strindex"]),
+            st(&p["sample_type"]["unit_strindex"])
+        ),
+        ("samples".into(), "count".into())
+    );
+    assert_eq!(
+        (
+            st(&p["period_type"]["type_strindex"]),
+            st(&p["period_type"]["unit_strindex"])
+        ),
+        ("cpu".into(), "nanoseconds".into())
+    );
+    assert_eq!(p["period"].as_str(), Some("10101010"));
+    assert!(
+        p["time_unix_nano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 1_600_000_000_000_000_000
+    );
+    assert!(p["duration_nano"].as_str().unwrap().parse::<u64>().unwrap() > 1_000_000_000);
+    let mapping = d["mapping_table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| st(&m["filename_strindex"]) == binary.to_str().unwrap())
+        .expect("a mapping for the workload binary");
+    let build_id_attr =
+        &d["attribute_table"][mapping["attribute_indices"][0].as_u64().unwrap() as usize];
+    assert_eq!(
+        st(&build_id_attr["key_strindex"]),
+        "process.executable.build_id.gnu"
+    );
+    assert!(
+        build_id_attr["value"]["string_value"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 16
+    );
+}
+
+#[test]
+fn collector_down_at_start_then_up_delivers_later_data_and_counts_failures() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let port = free_port();
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let agent = Agent::start(&strs(&otlp_args(&format!("http://127.0.0.1:{port}"), "1s")));
+    wait_for(Duration::from_secs(30), "failed exports", || {
+        metric(
+            &agent.metrics(),
+            "kalypso_export_requests_total{result=\"failure\"}",
+        ) >= 2.0
+    });
+    // Sampling goes on while the collector is away.
+    assert!(
+        metric(
+            &agent.metrics(),
+            "kalypso_bpf_events_total{event=\"counted\"}"
+        ) > 100.0
+    );
+    let receiver = Receiver::start(port, &dir.path().join("requests.jsonl"), &[]);
+    wait_for(Duration::from_secs(60), "data after recovery", || {
+        !stacks_of(&receiver.requests(), w.pid()).is_empty()
+    });
+    let m = agent.metrics();
+    assert!(
+        metric(&m, "kalypso_export_requests_total{result=\"success\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(agent.terminate().status.success());
+    check_invariants(&receiver.out);
+}
+
+#[test]
+fn collector_flapping_loses_only_what_the_queue_bound_drops_and_counts_it() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let out = dir.path().join("requests.jsonl");
+    let mut receiver = Receiver::start(0, &out, &[]);
+    let port = receiver.port;
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let queue_bound = 30_000;
+    let mut args = otlp_args(&receiver.endpoint(), "1s");
+    args.extend(["--export-queue-bytes".into(), queue_bound.to_string()]);
+    let agent = Agent::start(&strs(&args));
+    wait_for(Duration::from_secs(30), "first data", || {
+        !stacks_of(&receiver.requests(), w.pid()).is_empty()
+    });
+    // Down long enough to overflow the small queue.
+    receiver.stop();
+    wait_for(Duration::from_secs(60), "queue overflow", || {
+        metric(
+            &agent.metrics(),
+            "kalypso_samples_dropped_total{reason=\"queue_full\"}",
+        ) > 0.0
+    });
+    let m = agent.metrics();
+    assert!(
+        metric(&m, "kalypso_export_queue_bytes") <= queue_bound as f64,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "kalypso_export_batches_dropped_total") >= 1.0,
+        "{m}"
+    );
+    // Back up on the same port: new data arrives without restarting the agent.
+    let before = receiver.requests().len();
+    let receiver = Receiver::start(port, &out, &[]);
+    wait_for(Duration::from_secs(60), "data after the restart", || {
+        receiver.requests().len() > before
+            && !stacks_of(&receiver.requests()[before..], w.pid()).is_empty()
+    });
+    assert!(agent.terminate().status.success());
+}
+
+#[test]
+fn sigterm_flushes_samples_of_the_last_interval() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let receiver = Receiver::start(0, &dir.path().join("requests.jsonl"), &[]);
+    let w = Workload::start(&build_c("calltree"), &[]);
+    // An interval far longer than the run: only the shutdown flush can deliver anything.
+    let agent = Agent::start(&strs(&otlp_args(&receiver.endpoint(), "10m")));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(receiver.requests().is_empty());
+    let out = agent.terminate();
+    assert!(out.status.success());
+    let stacks = stacks_of(&receiver.requests(), w.pid());
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    assert!(
+        total > 250,
+        "only {total} samples of a ~4 s busy workload reached the receiver"
+    );
+}
+
+#[test]
+fn headers_reach_the_collector() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let receiver = Receiver::start(
+        0,
+        &dir.path().join("r.jsonl"),
+        &["--require-header", "x-scope-orgid=tenant-a"],
+    );
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let mut args = otlp_args(&receiver.endpoint(), "1s");
+    args.extend(["--otlp-header".into(), "X-Scope-OrgID=tenant-a".into()]);
+    let agent = Agent::start(&strs(&args));
+    wait_for(Duration::from_secs(30), "accepted data", || {
+        !stacks_of(&receiver.requests(), w.pid()).is_empty()
+    });
+    assert_eq!(
+        metric(
+            &agent.metrics(),
+            "kalypso_export_requests_total{result=\"rejected\"}"
+        ),
+        0.0
+    );
+    assert!(agent.terminate().status.success());
+}
+
+#[test]
+fn stdout_exporter_prints_one_json_request_per_line() {
+    if !require_root() {
+        return;
+    }
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let agent = Agent::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--exporter",
+        "stdout",
+        "--export-interval",
+        "1s",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = agent.terminate();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(lines.len() >= 2, "{text}");
+    for req in &lines {
+        let rps = req["resourceProfiles"].as_array().unwrap();
+        assert_eq!(rps.len(), 1, "--pid exports one process");
+        assert!(
+            req["dictionary"]["stringTable"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "hot_a")
+        );
+    }
+}
+
+#[test]
+fn metrics_and_healthz_are_served() {
+    if !require_root() {
+        return;
+    }
+    let agent = Agent::start(&["--exporter", "none", "--export-interval", "1s"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = http_get(agent.metrics_port, "/healthz");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let m = agent.metrics();
+    for series in [
+        "kalypso_bpf_events_total{event=\"ticks\"}",
+        "kalypso_bpf_events_total{event=\"user_stack_collision\"}",
+        "kalypso_bpf_events_total{event=\"count_map_full\"}",
+        "kalypso_processes_tracked",
+        "kalypso_export_queue_bytes",
+        "kalypso_symbolizer_lookups_total{result=\"miss\"}",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(series)),
+            "{series} missing from:\n{m}"
+        );
+    }
+    assert!(metric(&m, "kalypso_bpf_events_total{event=\"ticks\"}") > 0.0);
+    assert!(agent.terminate().status.success());
+}
+
+#[test]
+fn an_unreachable_collector_name_does_not_stop_sampling() {
+    if !require_root() {
+        return;
+    }
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let agent = Agent::start(&strs(&otlp_args("http://collector.invalid:4317", "1s")));
+    wait_for(Duration::from_secs(30), "failed exports", || {
+        metric(
+            &agent.metrics(),
+            "kalypso_export_requests_total{result=\"failure\"}",
+        ) >= 1.0
+    });
+    assert_eq!(http_get(agent.metrics_port, "/healthz").0, 200);
+    assert!(
+        metric(
+            &agent.metrics(),
+            "kalypso_bpf_events_total{event=\"counted\"}"
+        ) > 100.0
+    );
+    drop(w);
+    assert!(agent.terminate().status.success());
+}
+
+fn assert_config_error(args: &[&str], needle: &str) {
+    let out = Command::new(agent_binary()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with("error:") && stderr.contains(needle),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn bad_export_settings_are_one_clear_line() {
+    assert_config_error(
+        &["--exporter", "otlp", "--otlp-endpoint", "ftp://x:1"],
+        "invalid OTLP endpoint `ftp://x:1`",
+    );
+    assert_config_error(
+        &["--exporter", "otlp", "--otlp-endpoint", "http://"],
+        "invalid OTLP endpoint",
+    );
+    assert_config_error(
+        &[
+            "--exporter",
+            "otlp",
+            "--otlp-endpoint",
+            "https://c:4317",
+            "--otlp-ca-file",
+            "/nonexistent/ca.pem",
+        ],
+        "cannot read the OTLP CA certificate /nonexistent/ca.pem",
+    );
+    assert_config_error(
+        &["--exporter", "otlp", "--otlp-header", "bad key=v"],
+        "invalid OTLP header",
+    );
+}
