@@ -77,7 +77,7 @@ fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
     Ok(match kind {
         ExporterKind::Otlp => {
             let headers = cfg.otlp_headers().map_err(AgentError::Config)?;
-            Sink::Otlp(
+            Sink::Otlp(Box::new(
                 OtlpSink::new(&OtlpSettings {
                     endpoint: cfg.otlp_endpoint(),
                     headers,
@@ -85,7 +85,7 @@ fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
                     max_message_bytes: cfg.otlp_max_message_bytes,
                 })
                 .map_err(|e| AgentError::Config(e.to_string()))?,
-            )
+            ))
         }
         ExporterKind::Stdout => Sink::Stdout,
         ExporterKind::None => Sink::None,

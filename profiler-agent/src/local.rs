@@ -72,10 +72,10 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         .output_format()
         .ok_or_else(|| AgentError::UnknownFormat(path.clone()))?;
     let mut processes = ProcessTable::default();
-    if let Some(pid) = cfg.pid {
-        if !process::exists(pid) {
-            return Err(AgentError::NoSuchProcess(pid));
-        }
+    if let Some(pid) = cfg.pid
+        && !process::exists(pid)
+    {
+        return Err(AgentError::NoSuchProcess(pid));
     }
     let output = prepare_output(&path)?;
     let mut sampler = BpfSampler::start(SamplerOptions {

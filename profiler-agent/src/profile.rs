@@ -142,6 +142,9 @@ pub fn build(
     }
 }
 
+/// A file and the (location, offset) pairs to symbolize in it.
+type ObjectWork = (Arc<ObjectFile>, Vec<(usize, FileOffset)>);
+
 #[derive(Default)]
 struct Builder {
     processes: Vec<ProcessMeta>,
@@ -222,8 +225,7 @@ impl Builder {
 
     /// Symbolizes every location, batching user offsets per file.
     fn resolve(&mut self, table: &ProcessTable, symbolizer: &mut Symbolizer) {
-        let mut per_object: HashMap<ObjectKey, (Arc<ObjectFile>, Vec<(usize, FileOffset)>)> =
-            HashMap::new();
+        let mut per_object: HashMap<ObjectKey, ObjectWork> = HashMap::new();
         let mut kernel: Vec<(usize, VirtAddr)> = Vec::new();
         for i in 0..self.keys.len() {
             match self.keys[i] {

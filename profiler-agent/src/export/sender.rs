@@ -48,7 +48,8 @@ pub enum SendError {
 
 /// Where requests go.
 pub enum Sink {
-    Otlp(OtlpSink),
+    /// Boxed: the client is large and the other variants are empty.
+    Otlp(Box<OtlpSink>),
     /// One JSON object per line on stdout (for debugging).
     Stdout,
     /// Discard (sampling and aggregation still run, e.g. for benchmarks).
