@@ -35,7 +35,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # agent for the target, which embeds the object.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,id=kalypso-target-${TARGETARCH} \
-    cargo xtask build-ebpf --release \
+    cargo xtask build-ebpf \
  && cargo xtask build --release --target "$(cat /rust-target)" \
  && install -D -m 0755 "target/$(cat /rust-target)/release/profiler-agent" /out/profiler-agent
 
