@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap,
+};
 use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
@@ -52,6 +54,8 @@ pub struct BpfSampler {
     counts: [PerCpuHashMap<MapData, SampleKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     stats: PerCpuArray<MapData, u64>,
+    known: BpfHashMap<MapData, u32, u8>,
+    new_processes: RingBuf<MapData>,
     /// The generation the program writes to now.
     generation: usize,
 }
@@ -147,6 +151,10 @@ impl BpfSampler {
         ];
         let stats =
             PerCpuArray::try_from(take(names::STATS)?).map_err(|e| map_error(names::STATS, e))?;
+        let known =
+            BpfHashMap::try_from(take(names::KNOWN)?).map_err(|e| map_error(names::KNOWN, e))?;
+        let new_processes = RingBuf::try_from(take(names::NEW_PROCESSES)?)
+            .map_err(|e| map_error(names::NEW_PROCESSES, e))?;
         let mut sampler = Self {
             ebpf,
             links,
@@ -154,6 +162,8 @@ impl BpfSampler {
             counts,
             stacks,
             stats,
+            known,
+            new_processes,
             generation: 0,
         };
         sampler.set_generation(0)?;
@@ -222,6 +232,23 @@ impl SampleSource for BpfSampler {
         self.set_generation(1 - old)?;
         std::thread::sleep(FLIP_GRACE);
         Ok(self.drain_generation(old)?)
+    }
+
+    fn new_processes(&mut self) -> Vec<Pid> {
+        let mut pids = Vec::new();
+        while let Some(item) = self.new_processes.next() {
+            if let Ok(bytes) = <[u8; 4]>::try_from(&*item) {
+                pids.push(Pid(u32::from_ne_bytes(bytes)));
+            }
+        }
+        pids
+    }
+
+    fn forget(&mut self, pids: &[Pid]) {
+        for pid in pids {
+            // Absent already (evicted by the LRU): nothing to forget.
+            let _ = self.known.remove(&pid.0);
+        }
     }
 
     fn stop(&mut self) {

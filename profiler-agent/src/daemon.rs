@@ -24,8 +24,9 @@ use crate::source::{RawBatch, SampleSource};
 use crate::symbolize::Symbolizer;
 use crate::types::Pid;
 
-/// How often the stop flag is checked between drains.
-const POLL: Duration = Duration::from_millis(100);
+/// How often, between drains, the stop flag and the kernel's new-process announcements are
+/// checked: a process must live at least about this long for its mappings to be read.
+const POLL: Duration = Duration::from_millis(20);
 
 /// Attributes every resource carries: host and user-supplied ones.
 fn common_attributes(cfg: &Config) -> Result<Vec<KeyValue>, AgentError> {
@@ -200,6 +201,14 @@ impl SampleLoop {
         loop {
             while !self.stop.load(Ordering::SeqCst) && Instant::now() < next_drain {
                 std::thread::sleep(POLL.min(next_drain.saturating_duration_since(Instant::now())));
+                for pid in sampler.new_processes() {
+                    if processes.refresh(pid).is_ok() {
+                        let comm = processes.get(pid).map_or(String::new(), |p| p.comm.clone());
+                        resources
+                            .entry(pid)
+                            .or_insert_with(|| resource::read_process_resource(pid.0, &comm));
+                    }
+                }
             }
             next_drain += self.cfg.drain_interval;
             let target_gone = self.cfg.pid.is_some_and(|p| !process::exists(p));
@@ -224,7 +233,7 @@ impl SampleLoop {
                 );
                 summary.requests += self.export(w, &processes, &resources, &mut symbolizer);
                 summary.exports += 1;
-                processes.forget_exited();
+                sampler.forget(&processes.forget_exited());
                 resources.retain(|pid, _| processes.get(*pid).is_some());
             }
             let drops = self.queue.dropped();

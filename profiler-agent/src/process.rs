@@ -204,10 +204,20 @@ impl ProcessTable {
         }
     }
 
-    /// Forgets processes that have exited (after their last samples were symbolized).
-    pub fn forget_exited(&mut self) {
-        self.processes.retain(|_, p| p.alive);
+    /// Forgets processes that have exited (after their last samples were symbolized), returning
+    /// their pids.
+    pub fn forget_exited(&mut self) -> Vec<Pid> {
+        let gone: Vec<Pid> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| !p.alive)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in &gone {
+            self.processes.remove(pid);
+        }
         self.objects.retain(|_, o| Arc::strong_count(o) > 1);
+        gone
     }
 
     fn enforce_bounds(&mut self) {

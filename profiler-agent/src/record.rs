@@ -54,8 +54,16 @@ pub async fn record(
     let deadline = opts
         .duration
         .map(|d| tokio::time::Instant::from_std(began + d));
+    // Newly seen processes are read at once, so short-lived ones still symbolize.
+    let mut announcements = tokio::time::interval(Duration::from_millis(20));
     let stop = loop {
         tokio::select! {
+            _ = announcements.tick() => {
+                for pid in source.new_processes() {
+                    let _ = processes.refresh(pid);
+                }
+                continue;
+            }
             _ = ticker.tick() => {}
             _ = sleep_until(deadline) => break StopReason::Duration,
             _ = tokio::signal::ctrl_c() => break StopReason::Signal,

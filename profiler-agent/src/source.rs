@@ -70,6 +70,13 @@ pub enum SourceError {
 pub trait SampleSource {
     /// Everything sampled since the previous drain. Never loses a sample that was counted.
     fn drain(&mut self) -> Result<RawBatch, SourceError>;
+    /// Processes sampled for the first time since the last call, announced by the kernel as soon
+    /// as they are seen, so their mappings can be read before they exit.
+    fn new_processes(&mut self) -> Vec<Pid> {
+        Vec::new()
+    }
+    /// Processes known to have exited: announce them again if their pid is reused.
+    fn forget(&mut self, _pids: &[Pid]) {}
     /// Stops sampling; a following drain returns the last samples, and nothing is counted after.
     fn stop(&mut self);
     /// Cumulative counters since start.

@@ -507,3 +507,55 @@ fn bad_export_settings_are_one_clear_line() {
         "invalid OTLP header",
     );
 }
+
+#[test]
+fn short_lived_processes_still_symbolize() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let receiver = Receiver::start(0, &dir.path().join("r.jsonl"), &[]);
+    let binary = build_c("calltree");
+    let mut args = otlp_args(&receiver.endpoint(), "2s");
+    args.extend(["--include-comm".into(), "^calltree$".into()]);
+    let agent = Agent::start(&strs(&args));
+    // Processes that each live ~150 ms: far shorter than one 1 s drain.
+    let mut pids = Vec::new();
+    for _ in 0..25 {
+        let mut child = Command::new(&binary)
+            .arg("0.15")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        pids.push(child.id());
+        child.wait().unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(agent.terminate().status.success());
+    let requests = receiver.requests();
+    let (mut symbolized, mut total) = (0, 0);
+    for pid in &pids {
+        for (stack, count) in stacks_of(&requests, *pid) {
+            total += count;
+            if stack.windows(3).any(|w| {
+                w == ["outer", "main", "__libc_start_call_main"] || w[..2] == ["outer", "main"]
+            }) {
+                symbolized += count;
+            }
+        }
+    }
+    eprintln!("short-lived processes: {symbolized} of {total} samples symbolized");
+    assert!(
+        total > 100,
+        "only {total} samples of the short-lived processes"
+    );
+    assert!(
+        symbolized as f64 >= 0.9 * total as f64,
+        "{symbolized} of {total} samples symbolized"
+    );
+    assert!(requests.iter().all(|r| {
+        resources(std::slice::from_ref(r))
+            .iter()
+            .all(|res| attr(res, "process.executable.name").as_deref() == Some("calltree"))
+    }));
+}

@@ -15,6 +15,13 @@ pub const STACK_MAP_ENTRIES: u32 = 16_384;
 /// Entries in each generation's per-CPU count map (distinct `(tgid, user stack, kernel stack)` per tick).
 pub const COUNT_MAP_ENTRIES: u32 = 16_384;
 
+/// Processes the program remembers having announced (LRU: the least recently sampled go first).
+pub const KNOWN_PROCESS_ENTRIES: u32 = 65_536;
+
+/// Bytes of the ring buffer announcing newly seen processes (4-byte tgids plus 8-byte headers:
+/// ~5,000 announcements between two reads, which happen every 20 ms).
+pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
+
 /// Names of the maps and program in the object, used by the loader.
 pub mod names {
     pub const PROGRAM: &str = "kalypso_sample";
@@ -22,6 +29,8 @@ pub mod names {
     pub const COUNTS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
     pub const STATS: &str = "STATS";
     pub const CONTROL: &str = "CONTROL";
+    pub const KNOWN: &str = "KNOWN";
+    pub const NEW_PROCESSES: &str = "NEW_PROCESSES";
     /// Read-only global: only samples of this tgid are counted (0 = every process).
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Read-only global: the agent's own tgid, never counted.
@@ -79,10 +88,16 @@ pub enum Stat {
     CountMapFull = 10,
     /// The control map could not be read (should never happen).
     ControlMissing = 11,
+    /// A process sampled for the first time was announced to the agent, which reads its
+    /// mappings at once, so that even short-lived processes symbolize.
+    NewProcess = 12,
+    /// The announcement ring buffer was full: the agent reads that process's mappings at the
+    /// next drain instead (if it still lives).
+    NewProcessLost = 13,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Ticks,
         Stat::Idle,
@@ -96,6 +111,8 @@ impl Stat {
         Stat::KernelStackOther,
         Stat::CountMapFull,
         Stat::ControlMissing,
+        Stat::NewProcess,
+        Stat::NewProcessLost,
     ];
 
     /// Stable snake_case name, used in summaries and metrics.
@@ -113,6 +130,8 @@ impl Stat {
             Stat::KernelStackOther => "kernel_stack_other",
             Stat::CountMapFull => "count_map_full",
             Stat::ControlMissing => "control_missing",
+            Stat::NewProcess => "new_process",
+            Stat::NewProcessLost => "new_process_lost",
         }
     }
 }

@@ -8,13 +8,14 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK},
+    bindings::{BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     macros::{map, perf_event},
-    maps::{Array, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{PerfEventContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    COUNT_MAP_ENTRIES, Control, STACK_MAP_ENTRIES, SampleKey, Stat, errno,
+    COUNT_MAP_ENTRIES, Control, KNOWN_PROCESS_ENTRIES, NEW_PROCESS_RING_BYTES, STACK_MAP_ENTRIES,
+    SampleKey, Stat, errno,
 };
 
 #[unsafe(no_mangle)]
@@ -40,6 +41,15 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
 #[map]
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+
+/// Processes already announced to the agent.
+#[map]
+static KNOWN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(KNOWN_PROCESS_ENTRIES, 0);
+
+/// tgids of processes sampled for the first time, so the agent can read their mappings while
+/// they still exist.
+#[map]
+static NEW_PROCESSES: RingBuf = RingBuf::with_byte_size(NEW_PROCESS_RING_BYTES, 0);
 
 #[inline(always)]
 fn bump(stat: Stat) {
@@ -82,6 +92,17 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
     if (target != 0 && tgid != target) || tgid == SELF_TGID.load() {
         bump(Stat::Filtered);
         return 0;
+    }
+    if KNOWN.get_ptr(tgid).is_none() {
+        // Announce before counting: the agent must see a process before its samples matter.
+        // No wakeup: the agent polls the ring, and a wakeup per new process would cost an IPI.
+        if NEW_PROCESSES.output::<u32>(&tgid, u64::from(BPF_RB_NO_WAKEUP)).is_ok() {
+            // Only remember it once the announcement went out, so a full ring is retried.
+            let _ = KNOWN.insert(tgid, 1, 0);
+            bump(Stat::NewProcess);
+        } else {
+            bump(Stat::NewProcessLost);
+        }
     }
     let Some(control) = CONTROL.get(0) else {
         bump(Stat::ControlMissing);
