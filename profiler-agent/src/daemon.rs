@@ -233,7 +233,9 @@ impl SampleLoop {
                 );
                 summary.requests += self.export(w, &processes, &resources, &mut symbolizer);
                 summary.exports += 1;
-                sampler.forget(&processes.forget_exited());
+                let forgotten = processes.forget_exited();
+                sampler.forget(&forgotten.pids);
+                symbolizer.forget(&forgotten.objects);
                 resources.retain(|pid, _| processes.get(*pid).is_some());
             }
             let drops = self.queue.dropped();

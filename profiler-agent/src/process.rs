@@ -102,6 +102,13 @@ pub enum ProcessError {
     Maps { pid: Pid, message: String },
 }
 
+/// What [`ProcessTable::forget_exited`] let go of.
+#[derive(Debug, Default)]
+pub struct Forgotten {
+    pub pids: Vec<Pid>,
+    pub objects: Vec<Arc<ObjectFile>>,
+}
+
 /// Live and recently exited processes with their mappings, and the files they map.
 #[derive(Default)]
 pub struct ProcessTable {
@@ -109,6 +116,9 @@ pub struct ProcessTable {
     objects: HashMap<ObjectKey, Arc<ObjectFile>>,
     /// Files that could not be opened or parsed (counted, not retried every tick).
     pub object_errors: u64,
+    /// Files let go of to stay within bounds, handed out by the next `forget_exited` so the
+    /// symbolizer can release what it cached for them.
+    released: Vec<Arc<ObjectFile>>,
 }
 
 impl ProcessTable {
@@ -204,20 +214,38 @@ impl ProcessTable {
         }
     }
 
-    /// Forgets processes that have exited (after their last samples were symbolized), returning
-    /// their pids.
-    pub fn forget_exited(&mut self) -> Vec<Pid> {
-        let gone: Vec<Pid> = self
+    /// Forgets processes that have exited (after their last samples were symbolized). Returns
+    /// their pids and the files no live process maps any more (closed once the caller drops them).
+    pub fn forget_exited(&mut self) -> Forgotten {
+        let pids: Vec<Pid> = self
             .processes
             .iter()
             .filter(|(_, p)| !p.alive)
             .map(|(pid, _)| *pid)
             .collect();
-        for pid in &gone {
+        for pid in &pids {
             self.processes.remove(pid);
         }
-        self.objects.retain(|_, o| Arc::strong_count(o) > 1);
-        gone
+        self.release_unused();
+        Forgotten {
+            pids,
+            objects: std::mem::take(&mut self.released),
+        }
+    }
+
+    /// Closes files no process maps (keeping them for the symbolizer to release).
+    fn release_unused(&mut self) {
+        let unused: Vec<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| Arc::strong_count(o) == 1)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in unused {
+            if let Some(o) = self.objects.remove(&key) {
+                self.released.push(o);
+            }
+        }
     }
 
     fn enforce_bounds(&mut self) {
@@ -225,7 +253,7 @@ impl ProcessTable {
             self.processes.retain(|_, p| p.alive);
         }
         if self.objects.len() > MAX_OPEN_OBJECTS {
-            self.objects.retain(|_, o| Arc::strong_count(o) > 1);
+            self.release_unused();
         }
     }
 
@@ -241,7 +269,7 @@ impl ProcessTable {
             return Some(Arc::clone(object));
         }
         if self.objects.len() >= MAX_OPEN_OBJECTS {
-            self.objects.retain(|_, o| Arc::strong_count(o) > 1);
+            self.release_unused();
             if self.objects.len() >= MAX_OPEN_OBJECTS {
                 self.object_errors += 1;
                 return None;
@@ -363,6 +391,50 @@ mod tests {
         assert!(!exists(pid));
         child.wait().unwrap();
         assert!(exists(Pid(std::process::id())));
+    }
+
+    #[test]
+    fn forgetting_an_exited_process_releases_its_files() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid(child.id());
+        let mut table = ProcessTable::default();
+        // exec switches /proc/PID/exe before it maps the new binary: wait for the mapping.
+        let maps_sleep = |t: &ProcessTable| {
+            t.get(pid).is_some_and(|p| {
+                p.mappings
+                    .iter()
+                    .any(|m| m.object.as_ref().is_some_and(|o| o.path.ends_with("sleep")))
+            })
+        };
+        while {
+            table.refresh(pid).unwrap();
+            !maps_sleep(&table)
+        } {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let exe = table.get(pid).unwrap().exe.clone().unwrap();
+        assert!(
+            table.forget_exited().pids.is_empty(),
+            "a live process is kept"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(table.refresh(pid).is_err());
+        assert!(
+            !table.get(pid).unwrap().alive,
+            "kept, marked dead, until forgotten"
+        );
+        let forgotten = table.forget_exited();
+        assert_eq!(forgotten.pids, vec![pid]);
+        assert!(
+            forgotten.objects.iter().any(|o| o.path == exe),
+            "{:?}",
+            forgotten.objects
+        );
+        assert!(table.get(pid).is_none());
     }
 
     #[test]

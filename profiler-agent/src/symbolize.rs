@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use blazesym::symbolize::evict::{self, Evict};
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized, Symbolizer as Blaze};
 
@@ -108,6 +109,22 @@ impl Symbolizer {
                 f
             })
             .collect()
+    }
+
+    /// Releases everything cached for files no process maps any more: blazesym's parsed
+    /// ELF/DWARF (the bulk of the agent's memory for large binaries) and our per-offset results.
+    pub fn forget(&mut self, objects: &[Arc<ObjectFile>]) {
+        if objects.is_empty() {
+            return;
+        }
+        let keys: std::collections::HashSet<ObjectKey> = objects.iter().map(|o| o.key).collect();
+        self.user_cache.retain(|(key, _), _| !keys.contains(key));
+        for object in objects {
+            // Eviction is best effort and cannot fail for a path it never cached.
+            let _ = self
+                .blaze
+                .evict(&Evict::Elf(evict::Elf::new(&object.open_path)));
+        }
     }
 
     /// Symbolizes kernel addresses via kallsyms (and vmlinux where one is installed).
