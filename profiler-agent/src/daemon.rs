@@ -96,7 +96,12 @@ fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
 /// Totals for the exit summary.
 #[derive(Debug, Default)]
 pub struct DaemonSummary {
+    /// Samples collected (after filters).
     pub samples: u64,
+    /// Samples in requests the collector accepted.
+    pub sent: u64,
+    /// Samples dropped anywhere after collection (queue full, rejected, unsent at shutdown).
+    pub dropped: u64,
     pub exports: u64,
     pub requests: u64,
     pub target_exited: bool,
@@ -138,7 +143,7 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         queue: Arc::clone(&queue),
         stop: Arc::clone(&stop),
     };
-    let summary = tokio::task::spawn_blocking(move || loop_ctx.run(sampler))
+    let mut summary = tokio::task::spawn_blocking(move || loop_ctx.run(sampler))
         .await
         .map_err(|e| AgentError::Config(format!("sampling thread failed: {e}")))??;
     signals.abort();

@@ -40,10 +40,12 @@ fn main() -> ExitCode {
                 eprintln!("note: the target process exited; exported what was collected");
             }
             eprintln!(
-                "exported {} samples in {} requests over {} intervals; agent CPU {:.2} s",
+                "collected {} samples; sent {} in {} requests over {} intervals; dropped {}; agent CPU {:.2} s",
                 s.samples,
+                s.sent,
                 s.requests,
                 s.exports,
+                s.dropped,
                 telemetry::own_cpu_time().as_secs_f64()
             );
         }),

@@ -167,6 +167,24 @@ impl Metrics {
             .inc_by(samples);
     }
 
+    /// All samples dropped after collection, whatever the reason.
+    pub fn samples_dropped_total(&self) -> u64 {
+        [
+            "queue_full",
+            "export_rejected",
+            "unsent_at_shutdown",
+            "stack_too_large",
+            "aggregation_bound",
+        ]
+        .iter()
+        .map(|r| {
+            self.samples_dropped
+                .get_or_create(&vec![("reason", *r)])
+                .get()
+        })
+        .sum()
+    }
+
     pub fn export_result(&self, result: &'static str) {
         self.export_requests
             .get_or_create(&vec![("result", result)])

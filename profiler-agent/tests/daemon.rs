@@ -186,7 +186,7 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
     };
     let a = count(&["work", "hot_a", "outer", "main"]);
     let b = count(&["work", "hot_b", "outer", "main"]);
-    assert!(a + b > 300, "{a} + {b} samples of the call tree");
+    assert!(a + b > 150, "{a} + {b} samples of the call tree");
     let share = a as f64 / (a + b) as f64;
     assert!((0.68..=0.82).contains(&share), "hot_a share {share:.3}");
 

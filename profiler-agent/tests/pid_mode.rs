@@ -31,7 +31,7 @@ fn c_call_tree_comes_out_in_order_with_75_25_shares() {
     let a = count_with(&folded, &["main", "outer", "hot_a", "work"]);
     let b = count_with(&folded, &["main", "outer", "hot_b", "work"]);
     // One busy thread at 99 Hz for 6 s: ~594 samples; allow for scheduling noise.
-    assert!(all > 400, "only {all} samples");
+    assert!(all > 250, "only {all} samples");
     assert!(
         (a + b) as f64 > 0.9 * all as f64,
         "call tree covers {a}+{b} of {all}"
