@@ -162,6 +162,8 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
             left.batches
         );
     }
+    summary.sent = metrics.samples_exported.get();
+    summary.dropped = metrics.samples_dropped_total();
     Ok(summary)
 }
 
