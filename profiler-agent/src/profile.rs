@@ -39,6 +39,20 @@ pub struct MappingInfo {
     pub kernel: bool,
 }
 
+impl MappingInfo {
+    /// The one mapping all kernel frames share (kallsyms addresses are absolute).
+    pub fn kernel() -> Self {
+        MappingInfo {
+            start: VirtAddr(0),
+            end: VirtAddr(0),
+            offset: FileOffset(0),
+            path: "[kernel.kallsyms]".into(),
+            build_id: None,
+            kernel: true,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ProcessMeta {
     pub pid: Pid,
@@ -295,17 +309,7 @@ impl Builder {
             }
         }
         if !kernel.is_empty() {
-            let kernel_map = self.mapping(
-                None,
-                MappingInfo {
-                    start: VirtAddr(0),
-                    end: VirtAddr(0),
-                    offset: FileOffset(0),
-                    path: "[kernel.kallsyms]".into(),
-                    build_id: None,
-                    kernel: true,
-                },
-            );
+            let kernel_map = self.mapping(None, MappingInfo::kernel());
             let addrs: Vec<VirtAddr> = kernel.iter().map(|(_, a)| *a).collect();
             for ((i, addr), frames) in kernel.into_iter().zip(symbolizer.kernel(&addrs)) {
                 let loc = &mut self.locations[i];

@@ -359,23 +359,7 @@ fn sigterm_flushes_samples_of_the_last_interval() {
     };
     let (collected, sent) = (number_after("collected "), number_after("; sent "));
     assert_eq!(sent, collected, "{stderr}");
-    let received: u64 = receiver
-        .requests()
-        .iter()
-        .flat_map(|r| {
-            r["resource_profiles"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .flat_map(|rp| {
-            rp["scope_profiles"][0]["profiles"][0]["samples"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .map(|s| s["values"][0].as_str().unwrap().parse::<u64>().unwrap())
-        .sum();
+    let received: u64 = all_sample_counts(&receiver.requests()).sum();
     assert_eq!(received, sent, "samples lost in the shutdown flush");
     let workload: u64 = stacks_of(&receiver.requests(), w.pid())
         .iter()

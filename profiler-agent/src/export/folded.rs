@@ -99,14 +99,7 @@ pub(crate) mod tests {
                     build_id: Some(crate::types::BuildId(vec![0xab, 0xcd])),
                     kernel: false,
                 },
-                MappingInfo {
-                    start: VirtAddr(0),
-                    end: VirtAddr(0),
-                    offset: FileOffset(0),
-                    path: "[kernel.kallsyms]".into(),
-                    build_id: None,
-                    kernel: true,
-                },
+                MappingInfo::kernel(),
             ],
             locations: vec![
                 loc(0x1100, &["main"], LocationKind::User, 0),

@@ -204,14 +204,28 @@ pub fn attr(resource: &Value, key: &str) -> Option<String> {
 
 /// Every resource in the requests.
 pub fn resources(requests: &[Value]) -> Vec<Value> {
-    requests
-        .iter()
-        .flat_map(|r| {
-            r["resource_profiles"]
+    resource_profiles(requests)
+        .map(|rp| rp["resource"].clone())
+        .collect()
+}
+
+/// The count of every sample in the requests, whatever its process.
+pub fn all_sample_counts(requests: &[Value]) -> impl Iterator<Item = u64> + '_ {
+    resource_profiles(requests)
+        .flat_map(|rp| {
+            rp["scope_profiles"][0]["profiles"][0]["samples"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
         })
-        .map(|rp| rp["resource"].clone())
-        .collect()
+        .map(|s| s["values"][0].as_str().unwrap().parse::<u64>().unwrap())
+}
+
+fn resource_profiles(requests: &[Value]) -> impl Iterator<Item = Value> + '_ {
+    requests.iter().flat_map(|r| {
+        r["resource_profiles"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    })
 }
