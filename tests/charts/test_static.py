@@ -45,7 +45,7 @@ def test_dockerfile_cross_compiles_with_the_projects_own_commands():
     assert stages[0].startswith("--platform=$BUILDPLATFORM "), "builder must run natively and cross-compile"
     assert "--platform" not in stages[1], "runtime stage takes the target platform"
     for needed in ("ARG TARGETARCH", "x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu",
-                   "cargo xtask setup --target", "cargo xtask build-ebpf --release",
+                   "cargo xtask setup --target", "cargo xtask build-ebpf",
                    "cargo xtask build --release --target",
                    'ENTRYPOINT ["/usr/local/bin/profiler-agent"]',
                    'RUN ["/usr/local/bin/profiler-agent", "--version"]',
