@@ -326,6 +326,7 @@ impl SampleLoop {
             duration: window.began.elapsed(),
             frequency: self.cfg.frequency,
             title: String::new(),
+            node_wide: self.cfg.pid.is_none(),
         };
         let profile = profile::build(entries, processes, symbolizer, &meta);
         self.metrics.observe_symbolizer(&symbolizer.stats);

@@ -109,6 +109,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         duration: elapsed,
         frequency: cfg.frequency,
         title: format!("{title} ({:.1} s)", elapsed.as_secs_f64()),
+        node_wide: cfg.pid.is_none(),
     };
     let profile = profile::build(aggregator.take(), &processes, &mut symbolizer, &meta);
     let mut writer = BufWriter::new(output.as_file());

@@ -77,6 +77,8 @@ pub struct Profile {
     pub period_ns: u64,
     /// Shown as the flame graph's title.
     pub title: String,
+    /// Every process was sampled (not one target): stacks are told apart by process.
+    pub node_wide: bool,
     pub processes: Vec<ProcessMeta>,
     pub mappings: Vec<MappingInfo>,
     pub locations: Vec<Location>,
@@ -96,6 +98,7 @@ pub struct ProfileMeta {
     pub duration: Duration,
     pub frequency: u64,
     pub title: String,
+    pub node_wide: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +152,7 @@ pub fn build(
         duration: meta.duration,
         period_ns: 1_000_000_000 / meta.frequency.max(1),
         title: meta.title.clone(),
+        node_wide: meta.node_wide,
         processes: b.processes,
         mappings: b.mappings,
         locations: b.locations,

@@ -61,23 +61,31 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// Cross-compiling uses Debian's multiarch std for the target (rustup may not download one) and
-/// the matching gcc as linker; `cargo xtask setup --target T` installs both.
-fn cross_env(cmd: &mut Command, target: &str) -> Result<()> {
-    let (linker_var, linker) = match target {
-        "aarch64-unknown-linux-gnu" => (
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-            "aarch64-linux-gnu-gcc",
-        ),
-        "x86_64-unknown-linux-gnu" => (
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
-            "x86_64-linux-gnu-gcc",
-        ),
+/// The GNU triplet of a Rust target we cross-compile for (the prefix of its gcc and binutils).
+fn gnu_triplet(target: &str) -> Result<&'static str> {
+    Ok(match target {
+        "aarch64-unknown-linux-gnu" => "aarch64-linux-gnu",
+        "x86_64-unknown-linux-gnu" => "x86_64-linux-gnu",
         other => bail!("unsupported target {other}"),
-    };
-    if !setup::command_exists(linker) {
+    })
+}
+
+/// Cross-compiling uses Debian's multiarch std for the target (rustup may not download one) and
+/// the matching gcc as linker; `cargo xtask setup --target T` installs both. Where rustup already
+/// has the target's std, rustup's compiler is used instead.
+fn cross_env(cmd: &mut Command, target: &str) -> Result<()> {
+    let triplet = gnu_triplet(target)?;
+    let linker = format!("{triplet}-gcc");
+    let target_var = target.to_uppercase().replace('-', "_");
+    if !setup::command_exists(&linker) {
         bail!("{linker} not found: run `cargo xtask setup --target {target}`");
     }
+    // The linker, and the C compiler and archiver for any crate that builds C code (cc-rs reads
+    // CC_<target> / AR_<target>), all for the target, not the host.
+    let cc_var = target.replace('-', "_");
+    cmd.env(format!("CC_{cc_var}"), &linker)
+        .env(format!("AR_{cc_var}"), format!("{triplet}-ar"));
+    let linker_var = format!("CARGO_TARGET_{target_var}_LINKER");
     let std_dir = PathBuf::from("/usr/lib/rustlib").join(target);
     let rustup_std = Command::new("rustc")
         .args(["--print", "target-libdir", "--target", target])
@@ -89,11 +97,12 @@ fn cross_env(cmd: &mut Command, target: &str) -> Result<()> {
         if !std_dir.is_dir() {
             bail!("no Rust std for {target}: run `cargo xtask setup --target {target}`");
         }
+        // Debian's compiler, whose std for the target `libstd-rust-web-dev:<arch>` provides.
         cmd.env("RUSTC", "/usr/bin/rustc")
-            .env_remove("RUSTUP_TOOLCHAIN");
-        cmd.env("CARGO", "/usr/bin/cargo");
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC_WRAPPER");
     }
-    cmd.env(linker_var, linker);
+    cmd.env(linker_var, &linker);
     Ok(())
 }
 

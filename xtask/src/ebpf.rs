@@ -94,8 +94,11 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     let out_dir = root.join("target/bpf");
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join("profiler-ebpf.o");
-    std::fs::copy(&built, &out)
-        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    // Written only when it changed: a new mtime would make cargo relink the agent that embeds it.
+    let fresh = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    if std::fs::read(&out).ok().as_deref() != Some(fresh.as_slice()) {
+        std::fs::write(&out, &fresh).with_context(|| format!("writing {}", out.display()))?;
+    }
     eprintln!("eBPF object: {}", out.display());
     Ok(out)
 }

@@ -3,6 +3,7 @@ mod build;
 mod ebpf;
 mod setup;
 mod test;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Run(build::RunOptions),
     /// Set up, build, and run the whole test suite (what CI runs).
     Test(test::Options),
+    /// Boot Debian's arm64 and amd64 kernels under qemu and check the agent inside (docs/arm64.md).
+    VmTest(vm::Options),
 }
 
 fn main() -> Result<()> {
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
         Command::Build(opts) => build::build(&opts).map(|_| ()),
         Command::Run(opts) => build::run(&opts),
         Command::Test(opts) => test::run(&opts),
+        Command::VmTest(opts) => vm::run(&opts),
     }
 }
 

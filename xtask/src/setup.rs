@@ -37,11 +37,20 @@ const PIP_TEST_PACKAGES: &[&str] = &[
     "grpcio==1.85.3",
     "pytest==9.2.0",
 ];
+/// Cross-building for aarch64: Debian's std for the target (the same version as `rustc-web`, which
+/// apt enforces for a Multi-Arch: same package), the cross gcc as linker and its libc.
 const AARCH64_PACKAGES: &[&str] = &[
     "libstd-rust-web-dev:arm64",
     "gcc-aarch64-linux-gnu",
+    "binutils-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
 ];
+/// `cargo xtask vm-test --arch aarch64`: qemu-system to boot Debian's arm64 kernel, qemu-user for
+/// the fast `--version`/`--help` smoke test on the host. Kernel and busybox are `apt-get download`ed
+/// into target/vm-cache, never installed.
+const VM_PACKAGES_ARM64: &[&str] = &["qemu-system-arm", "qemu-user-static", "gzip"];
+/// `cargo xtask vm-test --arch x86_64` (on an x86_64 host: the host's gcc and libraries).
+const VM_PACKAGES_AMD64: &[&str] = &["qemu-system-x86", "gcc", "binutils", "gzip"];
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -120,7 +129,10 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         run_checked(&mut cmd)
     };
     if missing.iter().any(|p| p.ends_with(":arm64")) {
-        let mut cmd = Command::new("dpkg");
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or("dpkg"));
+        if !sudo.is_empty() {
+            cmd.arg("dpkg");
+        }
         cmd.args(["--add-architecture", "arm64"]);
         run_checked(&mut cmd)?;
     }
@@ -183,6 +195,15 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     eprintln!("set-up complete");
     Ok(())
+}
+
+/// Installs what `cargo xtask vm-test` needs to boot a kernel of this Debian architecture.
+pub fn install_vm_tools(deb_arch: &str) -> Result<()> {
+    match deb_arch {
+        "arm64" => apt_install(VM_PACKAGES_ARM64),
+        "amd64" => apt_install(VM_PACKAGES_AMD64),
+        other => bail!("no VM set-up known for Debian architecture {other}"),
+    }
 }
 
 /// Where the test suite's own tools live: `target/test-tools/{venv,node_modules}`.

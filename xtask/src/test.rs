@@ -10,6 +10,9 @@ pub struct Options {
     /// Skip the chart and Dockerfile validation suite.
     #[arg(long)]
     pub no_charts: bool,
+    /// Skip booting the arm64 and x86_64 VMs (`cargo xtask vm-test`).
+    #[arg(long)]
+    pub no_vm: bool,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -33,6 +36,10 @@ pub fn run(opts: &Options) -> Result<()> {
             .env("KALYPSO_REQUIRE_ROOT_TESTS", "1")
             .args(["test", "--workspace", "--release", "--", "--test-threads=1"]),
     )?;
+    // The agent on Debian's 6.1 arm64 and x86_64 kernels, booted under qemu.
+    if !opts.no_vm {
+        crate::vm::run(&crate::vm::Options::default())?;
+    }
     // The independent OTLP receiver and checker the agent's tests rely on, tested on their own.
     setup::run_checked(
         Command::new(setup::test_tools_dir().join("venv/bin/python"))

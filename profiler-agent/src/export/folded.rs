@@ -6,9 +6,9 @@ use std::io::{self, Write};
 use crate::profile::{LocationKind, Profile};
 
 /// Root-first frame names of every sample, summed per distinct line (sorted, so output is stable).
-/// With several processes, each stack starts with the process name.
+/// Node-wide (or whenever several processes are in it), each stack starts with the process name.
 pub fn lines(profile: &Profile) -> BTreeMap<String, u64> {
-    let prefix_process = profile.processes.len() > 1;
+    let prefix_process = profile.node_wide || profile.processes.len() > 1;
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     let mut line = String::new();
     for sample in &profile.samples {
@@ -84,6 +84,7 @@ pub(crate) mod tests {
             duration: Duration::from_secs(10),
             period_ns: 10_101_010,
             title: "test".into(),
+            node_wide: false,
             processes: vec![ProcessMeta {
                 pid: Pid(42),
                 name: "work".into(),

@@ -115,7 +115,7 @@ pub fn to_pprof(profile: &Profile) -> pb::Profile {
             has_inline_frames: mapping_has_lines[i],
         })
         .collect();
-    let multi_process = profile.processes.len() > 1;
+    let multi_process = profile.node_wide || profile.processes.len() > 1;
     let (pid_key, process_key) = (strings.intern("pid"), strings.intern("process"));
     let samples = profile
         .samples
