@@ -44,10 +44,40 @@ fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     #[test]
     fn cli_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The Dockerfile builds with these commands: each must be one this CLI accepts.
+    #[test]
+    fn dockerfile_xtask_commands_parse() {
+        let dockerfile = std::fs::read_to_string(crate::setup::workspace_root().join("Dockerfile"))
+            .expect("Dockerfile at the workspace root");
+        let mut seen = 0;
+        for line in dockerfile.lines() {
+            for part in line.split("cargo xtask ").skip(1) {
+                let part = part.replace("\"$(cat /rust-target)\"", "aarch64-unknown-linux-gnu");
+                let words: Vec<String> = part
+                    .split_whitespace()
+                    .take_while(|w| !matches!(*w, "&&" | "\\"))
+                    .map(str::to_owned)
+                    .collect();
+                let args = std::iter::once("xtask".to_string()).chain(words.clone());
+                if let Err(e) = super::Cli::try_parse_from(args) {
+                    panic!(
+                        "Dockerfile runs `cargo xtask {}`, which the CLI rejects: {e}",
+                        words.join(" ")
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 3,
+            "expected the setup, build-ebpf and build commands, saw {seen}"
+        );
     }
 }
