@@ -75,7 +75,10 @@ fn shares(stacks: &Stacks) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
 }
 
 /// Profiles one workload with perf and the agent at once, and compares the shares of perf's top
-/// functions (inclusive and self).
+/// functions (inclusive and self). The two samplers are independent timers over the same process,
+/// so each share differs by binomial noise alone: a share may differ by `tolerance` points, or by
+/// three standard deviations of that noise where that is more (about 6.5 points for a 75 % share
+/// at ~800 samples each).
 fn compare_with_perf(workload: &std::path::Path, functions: &[&str], tolerance: f64) {
     let w = Workload::start(workload, &[]);
     let dir = temp_dir();
@@ -148,14 +151,21 @@ fn compare_with_perf(workload: &std::path::Path, functions: &[&str], tolerance: 
             )
         }))
     {
-        eprintln!("{:<40} {p:>8.1} {o:>8.1}", format!("{f} ({kind})"));
-        if (p - o).abs() > tolerance {
+        let share = (p + o) / 200.0;
+        let noise = 100.0
+            * (share * (1.0 - share) * (1.0 / perf_total as f64 + 1.0 / our_total as f64)).sqrt();
+        let allowed = tolerance.max(3.0 * noise);
+        eprintln!(
+            "{:<40} {p:>8.1} {o:>8.1}   (±{allowed:.1})",
+            format!("{f} ({kind})")
+        );
+        if (p - o).abs() > allowed {
             failures.push(format!("{f} ({kind}): perf {p:.1} %, agent {o:.1} %"));
         }
     }
     assert!(
         failures.is_empty(),
-        "shares differ from perf by more than {tolerance} points: {failures:#?}"
+        "shares differ from perf by more than sampling noise allows: {failures:#?}"
     );
 }
 
@@ -167,7 +177,7 @@ fn call_tree_shares_agree_with_perf() {
     compare_with_perf(
         &build_c("calltree"),
         &["main", "outer", "hot_a", "hot_b", "work"],
-        4.0,
+        2.0,
     );
 }
 
@@ -184,6 +194,6 @@ fn kernel_heavy_shares_agree_with_perf() {
     compare_with_perf(
         &build_c("syscalls"),
         &["main", "read_zeroes", "raw_read", entry],
-        5.0,
+        2.0,
     );
 }
