@@ -21,6 +21,15 @@ use crate::symbolize::SymbolizerStats;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Why samples are lost after the kernel counted them (the `reason` label).
+const DROP_REASONS: [&str; 5] = [
+    "queue_full",
+    "export_rejected",
+    "unsent_at_shutdown",
+    "stack_too_large",
+    "aggregation_bound",
+];
+
 /// /healthz fails once the sampling loop has not completed a tick for this long.
 pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 
@@ -114,6 +123,20 @@ impl Metrics {
             "ELF files held open for symbolization",
             open_objects.clone(),
         );
+        // Every series exists from the start (at zero), so dashboards and alerts see it before
+        // the first sample, export or drop.
+        for stat in Stat::ALL {
+            let _ = kernel.get_or_create(&vec![("event", stat.name())]);
+        }
+        for reason in DROP_REASONS {
+            let _ = samples_dropped.get_or_create(&vec![("reason", reason)]);
+        }
+        for result in ["success", "failure", "rejected"] {
+            let _ = export_requests.get_or_create(&vec![("result", result)]);
+        }
+        for result in ["hit", "miss", "unknown"] {
+            let _ = symbolizer.get_or_create(&vec![("result", result)]);
+        }
         Self {
             registry,
             kernel,
@@ -169,20 +192,14 @@ impl Metrics {
 
     /// All samples dropped after collection, whatever the reason.
     pub fn samples_dropped_total(&self) -> u64 {
-        [
-            "queue_full",
-            "export_rejected",
-            "unsent_at_shutdown",
-            "stack_too_large",
-            "aggregation_bound",
-        ]
-        .iter()
-        .map(|r| {
-            self.samples_dropped
-                .get_or_create(&vec![("reason", *r)])
-                .get()
-        })
-        .sum()
+        DROP_REASONS
+            .iter()
+            .map(|r| {
+                self.samples_dropped
+                    .get_or_create(&vec![("reason", *r)])
+                    .get()
+            })
+            .sum()
     }
 
     pub fn export_result(&self, result: &'static str) {
@@ -282,6 +299,19 @@ mod tests {
             text.contains("kalypso_bpf_events_total{event=\"counted\"} 25"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_series_exists_before_anything_happens() {
+        let text = Metrics::new().encode();
+        for series in [
+            "kalypso_bpf_events_total{event=\"count_map_full\"} 0",
+            "kalypso_samples_dropped_total{reason=\"queue_full\"} 0",
+            "kalypso_export_requests_total{result=\"failure\"} 0",
+            "kalypso_symbolizer_lookups_total{result=\"miss\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 
     #[test]
