@@ -6,18 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn assert_one_line_error(out: &std::process::Output, needle: &str) {
-    assert!(!out.status.success(), "exit status {}", out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("error:"),
-        "first line is not an error: {stderr}"
-    );
-    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
-}
-
 #[test]
 fn no_such_pid() {
     let out = run_agent(&[

@@ -493,13 +493,7 @@ fn an_unreachable_collector_name_does_not_stop_sampling() {
 
 fn assert_config_error(args: &[&str], needle: &str) {
     let out = Command::new(agent_binary()).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.starts_with("error:") && stderr.contains(needle),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"));
+    assert_one_line_error(&out, needle);
 }
 
 #[test]

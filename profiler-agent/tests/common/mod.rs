@@ -175,3 +175,16 @@ pub fn count_with(folded: &BTreeMap<Vec<String>, u64>, path: &[&str]) -> u64 {
         .map(|(_, c)| c)
         .sum()
 }
+
+/// Bad input: a non-zero exit, no panic, and a first line `error: …` that mentions `needle`.
+pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    assert!(!out.status.success(), "exit status {}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error:"),
+        "first line is not an error: {stderr}"
+    );
+    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+}
