@@ -4,6 +4,8 @@
 //! byte; flags are `u32`, never `bool`.
 #![no_std]
 
+pub mod unwind;
+
 /// Maximum number of frames the kernel records per stack (`PERF_MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;
 
