@@ -17,6 +17,7 @@ pub mod source;
 pub mod symbolize;
 pub mod telemetry;
 pub mod types;
+pub mod unwind;
 
 use std::path::PathBuf;
 
