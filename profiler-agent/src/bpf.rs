@@ -4,16 +4,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aya::maps::{
-    Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap,
+    Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+    StackTraceMap,
 };
 use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{Control, SampleKey, Stat, errno, names};
+use profiler_common::unwind::{PageExtent, PageKey, ProcessMappings, arch};
+use profiler_common::{
+    Control, RowChunk, SampleKey, Stat, UNWOUND_STACK_ID, UnwoundStack, errno, names,
+};
 
+use crate::process::{ObjectFile, ProcessInfo};
 use crate::source::{RawBatch, RawSample, SampleSource, SamplerStats, SourceError, StackSide};
 use crate::types::{Pid, StackLoss, VirtAddr};
+use crate::unwind::loader::{LoaderOptions, LoaderStats, TableLoader, UnwindMaps};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf.o"));
 
@@ -35,13 +41,72 @@ pub enum BpfError {
     Map { map: &'static str, message: String },
 }
 
+/// How user stacks are unwound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// With `.eh_frame` tables where the kernel accepts the unwinder, else frame pointers.
+    #[default]
+    Auto,
+    /// Frame pointers only (`bpf_get_stackid`).
+    Fp,
+    /// With tables; fail if the kernel rejects the unwinder.
+    Dwarf,
+}
+
 /// What to sample.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SamplerOptions {
     /// Only this process (all its threads); `None` = every process.
     pub target: Option<Pid>,
     /// Samples per second per CPU.
     pub frequency: u64,
+    pub unwind: UnwindMode,
+    /// Where unwind tables are cached (unused with [`UnwindMode::Fp`]).
+    pub tables: LoaderOptions,
+}
+
+/// The architecture this agent runs on, as the unwinder names it.
+pub const HOST_ARCH: u32 = if cfg!(target_arch = "aarch64") {
+    arch::AARCH64
+} else {
+    arch::X86_64
+};
+
+/// The unwinder's maps in the kernel.
+struct TableMaps {
+    rows: Array<MapData, RowChunk>,
+    pages: BpfHashMap<MapData, PageKey, PageExtent>,
+    processes: BpfHashMap<MapData, u32, ProcessMappings>,
+}
+
+impl UnwindMaps for TableMaps {
+    fn write_chunk(&mut self, index: u32, chunk: &RowChunk) -> Result<(), String> {
+        self.rows.set(index, chunk, 0).map_err(|e| error_chain(&e))
+    }
+    fn set_page(&mut self, key: PageKey, extent: PageExtent) -> Result<(), String> {
+        self.pages
+            .insert(key, extent, 0)
+            .map_err(|e| error_chain(&e))
+    }
+    fn remove_page(&mut self, key: PageKey) {
+        // Absent already: nothing to remove.
+        let _ = self.pages.remove(&key);
+    }
+    fn set_process(&mut self, pid: Pid, mappings: &ProcessMappings) -> Result<(), String> {
+        self.processes
+            .insert(pid.0, mappings, 0)
+            .map_err(|e| error_chain(&e))
+    }
+    fn remove_process(&mut self, pid: Pid) {
+        let _ = self.processes.remove(&pid.0);
+    }
+}
+
+/// Table-based unwinding: the loader and the maps it fills.
+struct Unwinder {
+    loader: TableLoader,
+    maps: TableMaps,
+    stacks: [BpfHashMap<MapData, u64, UnwoundStack>; 2],
 }
 
 /// The loaded sampler. Dropping it detaches the program from every CPU.
@@ -56,6 +121,8 @@ pub struct BpfSampler {
     stats: PerCpuArray<MapData, u64>,
     known: BpfHashMap<MapData, u32, u8>,
     new_processes: RingBuf<MapData>,
+    /// `None` in frame-pointer mode, or when the kernel rejected the unwinder in auto mode.
+    unwinder: Option<Unwinder>,
     /// The generation the program writes to now.
     generation: usize,
 }
@@ -101,11 +168,31 @@ impl BpfSampler {
     pub fn start(opts: SamplerOptions) -> Result<Self, BpfError> {
         let target = opts.target.map_or(0, |p| p.0);
         let own = std::process::id();
+        let tables = u32::from(opts.unwind != UnwindMode::Fp);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TARGET_TGID, &target, true)
             .override_global(names::SELF_TGID, &own, true)
+            .override_global(names::UNWIND_TABLES, &tables, true)
+            .override_global(names::ARCH, &HOST_ARCH, true)
             .load(OBJECT)
             .map_err(load_error)?;
+        let unwinder_loaded = match opts.unwind {
+            UnwindMode::Fp => false,
+            UnwindMode::Dwarf => {
+                load_unwinder(&mut ebpf)?;
+                true
+            }
+            UnwindMode::Auto => match load_unwinder(&mut ebpf) {
+                Ok(()) => true,
+                Err(BpfError::Permission) => return Err(BpfError::Permission),
+                Err(e) => {
+                    tracing::warn!(
+                        "unwinding by frame pointers only: the kernel rejected the table unwinder ({e})"
+                    );
+                    false
+                }
+            },
+        };
         let program: &mut PerfEvent = ebpf
             .program_mut(names::PROGRAM)
             .ok_or_else(|| BpfError::Load(format!("program {} missing", names::PROGRAM)))?
@@ -155,6 +242,28 @@ impl BpfSampler {
             BpfHashMap::try_from(take(names::KNOWN)?).map_err(|e| map_error(names::KNOWN, e))?;
         let new_processes = RingBuf::try_from(take(names::NEW_PROCESSES)?)
             .map_err(|e| map_error(names::NEW_PROCESSES, e))?;
+        let unwinder = if unwinder_loaded {
+            let loader = TableLoader::new(&opts.tables, HOST_ARCH).map_err(BpfError::Load)?;
+            Some(Unwinder {
+                loader,
+                maps: TableMaps {
+                    rows: Array::try_from(take(names::UNWIND_ROWS)?)
+                        .map_err(|e| map_error(names::UNWIND_ROWS, e))?,
+                    pages: BpfHashMap::try_from(take(names::UNWIND_PAGES)?)
+                        .map_err(|e| map_error(names::UNWIND_PAGES, e))?,
+                    processes: BpfHashMap::try_from(take(names::PROCESS_MAPPINGS)?)
+                        .map_err(|e| map_error(names::PROCESS_MAPPINGS, e))?,
+                },
+                stacks: [
+                    BpfHashMap::try_from(take(names::UNWOUND_STACKS[0])?)
+                        .map_err(|e| map_error(names::UNWOUND_STACKS[0], e))?,
+                    BpfHashMap::try_from(take(names::UNWOUND_STACKS[1])?)
+                        .map_err(|e| map_error(names::UNWOUND_STACKS[1], e))?,
+                ],
+            })
+        } else {
+            None
+        };
         let mut sampler = Self {
             ebpf,
             links,
@@ -164,6 +273,7 @@ impl BpfSampler {
             stats,
             known,
             new_processes,
+            unwinder,
             generation: 0,
         };
         sampler.set_generation(0)?;
@@ -195,6 +305,10 @@ impl BpfSampler {
             .collect::<Result<_, _>>()
             .map_err(|e| map_error(counts_name, e))?;
         let mut frames: HashMap<i32, Vec<VirtAddr>> = HashMap::new();
+        let unwound = match &mut self.unwinder {
+            Some(u) => drain_unwound(&mut u.stacks[generation], generation)?,
+            None => HashMap::new(),
+        };
         let mut samples = Vec::with_capacity(keys.len());
         for key in &keys {
             let count: u64 = counts
@@ -203,7 +317,15 @@ impl BpfSampler {
                 .iter()
                 .sum();
             if count > 0 {
-                let user = resolve_stack(stacks, &mut frames, key.user_stack_id);
+                let user = if key.user_stack_id == UNWOUND_STACK_ID {
+                    unwound
+                        .get(&key.unwound_stack)
+                        .map_or(StackSide::Lost(StackLoss::Error(libc::ENOENT)), |f| {
+                            StackSide::Frames(f.clone())
+                        })
+                } else {
+                    resolve_stack(stacks, &mut frames, key.user_stack_id)
+                };
                 let kernel = resolve_stack(stacks, &mut frames, key.kernel_stack_id);
                 samples.push(RawSample {
                     pid: Pid(key.tgid),
@@ -249,6 +371,25 @@ impl SampleSource for BpfSampler {
             // Absent already (evicted by the LRU): nothing to forget.
             let _ = self.known.remove(&pid.0);
         }
+        if let Some(u) = &mut self.unwinder {
+            u.loader.forget(&mut u.maps, pids);
+        }
+    }
+
+    fn update_process(&mut self, process: &ProcessInfo) {
+        if let Some(u) = &mut self.unwinder {
+            u.loader.update(&mut u.maps, process);
+        }
+    }
+
+    fn forget_objects(&mut self, objects: &[std::sync::Arc<ObjectFile>]) {
+        if let Some(u) = &mut self.unwinder {
+            u.loader.forget_objects(&mut u.maps, objects);
+        }
+    }
+
+    fn table_stats(&self) -> Option<LoaderStats> {
+        self.unwinder.as_ref().map(|u| u.loader.stats())
     }
 
     fn stop(&mut self) {
@@ -273,6 +414,54 @@ impl SampleSource for BpfSampler {
         }
         Ok(stats)
     }
+}
+
+/// Loads the table unwinder and puts it in the tail-call slot.
+fn load_unwinder(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(names::UNWIND_PROGRAM)
+        .ok_or_else(|| BpfError::Load(format!("program {} missing", names::UNWIND_PROGRAM)))?
+        .try_into()
+        .map_err(load_error)?;
+    program.load().map_err(load_error)?;
+    let fd = program
+        .fd()
+        .map_err(load_error)?
+        .try_clone()
+        .map_err(|e| BpfError::Load(format!("duplicating the unwinder's fd: {e}")))?;
+    let mut programs = ProgramArray::try_from(
+        ebpf.map_mut(names::PROGRAMS)
+            .ok_or_else(|| BpfError::Load(format!("map {} missing", names::PROGRAMS)))?,
+    )
+    .map_err(|e| map_error(names::PROGRAMS, e))?;
+    programs
+        .set(0, &fd, 0)
+        .map_err(|e| map_error(names::PROGRAMS, e))?;
+    Ok(())
+}
+
+/// Reads and clears one generation's table-unwound stacks.
+fn drain_unwound(
+    map: &mut BpfHashMap<MapData, u64, UnwoundStack>,
+    generation: usize,
+) -> Result<HashMap<u64, Vec<VirtAddr>>, BpfError> {
+    let name = names::UNWOUND_STACKS[generation];
+    let keys: Vec<u64> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(|e| map_error(name, e))?;
+    let mut stacks = HashMap::with_capacity(keys.len());
+    for key in keys {
+        if let Ok(stack) = map.get(&key, 0) {
+            let len = (stack.len as usize).min(stack.frames.len());
+            stacks.insert(
+                key,
+                stack.frames[..len].iter().map(|&f| VirtAddr(f)).collect(),
+            );
+        }
+        let _ = map.remove(&key);
+    }
+    Ok(stacks)
 }
 
 fn typed_counts(

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::bpf::{SamplerOptions, UnwindMode};
 use crate::export::Format;
 use crate::types::Pid;
+use crate::unwind::loader::LoaderOptions;
 
 /// Highest sampling frequency accepted: above this the sampler's own cost distorts the profile.
 pub const MAX_FREQUENCY: u64 = 10_000;
@@ -39,6 +41,21 @@ pub struct Config {
     /// Output format, overriding the extension.
     #[arg(long, value_enum, env = "PROFILER_FORMAT")]
     pub format: Option<Format>,
+
+    /// How user stacks are unwound: `auto` (with .eh_frame tables where the kernel accepts the
+    /// table unwinder, else frame pointers), `fp` (frame pointers only) or `dwarf` (tables; an
+    /// error if the kernel rejects the unwinder).
+    #[arg(long, value_enum, env = "PROFILER_UNWIND", default_value_t = UnwindMode::Auto)]
+    pub unwind: UnwindMode,
+
+    /// Directory where unwind tables are cached between runs (one file per binary, by build id).
+    /// Default: kalypso-unwind-tables in the temporary directory.
+    #[arg(long, env = "PROFILER_UNWIND_CACHE_DIR")]
+    pub unwind_cache_dir: Option<PathBuf>,
+
+    /// Bound on the unwind-table cache on disk; least recently used tables go first.
+    #[arg(long, env = "PROFILER_UNWIND_CACHE_BYTES", default_value_t = 512 << 20)]
+    pub unwind_cache_bytes: u64,
 
     /// How often the kernel maps are drained into the agent.
     #[arg(long, env = "PROFILER_DRAIN_INTERVAL", default_value = "1s", value_parser = parse_duration, hide = true)]
@@ -179,6 +196,22 @@ impl Config {
             out.push((k, v));
         }
         Ok(out)
+    }
+
+    /// What the sampler is asked to do.
+    pub fn sampler_options(&self) -> SamplerOptions {
+        SamplerOptions {
+            target: self.pid,
+            frequency: self.frequency,
+            unwind: self.unwind,
+            tables: LoaderOptions {
+                cache_dir: self
+                    .unwind_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("kalypso-unwind-tables")),
+                cache_max_bytes: self.unwind_cache_bytes,
+            },
+        }
     }
 
     pub fn output_path(&self) -> PathBuf {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::AgentError;
 use crate::aggregate::Aggregator;
-use crate::bpf::{BpfSampler, SamplerOptions};
+use crate::bpf::BpfSampler;
 use crate::config::{Config, ExporterKind};
 use crate::export::otlp::{self, int_kv, string_kv};
 use crate::export::queue::ExportQueue;
@@ -120,10 +120,7 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         .await
         .map_err(|e| AgentError::Config(e.to_string()))?;
     tracing::info!("serving /metrics and /healthz on {bound}");
-    let sampler = BpfSampler::start(SamplerOptions {
-        target: cfg.pid,
-        frequency: cfg.frequency,
-    })?;
+    let sampler = BpfSampler::start(cfg.sampler_options())?;
 
     let queue = Arc::new(ExportQueue::new(cfg.export_queue_bytes));
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
@@ -211,6 +208,11 @@ impl SampleLoop {
                 for pid in sampler.new_processes() {
                     if processes.refresh(pid).is_ok() {
                         let comm = processes.get(pid).map_or(String::new(), |p| p.comm.clone());
+                        if self.wanted(&comm)
+                            && let Some(info) = processes.get(pid)
+                        {
+                            sampler.update_process(info);
+                        }
                         resources
                             .entry(pid)
                             .or_insert_with(|| resource::read_process_resource(pid.0, &comm));
@@ -224,10 +226,13 @@ impl SampleLoop {
                 sampler.stop();
             }
             let batch = sampler.drain()?;
-            let batch = self.keep_wanted(batch, &mut processes, &mut resources);
+            let batch = self.keep_wanted(batch, &mut processes, &mut resources, &mut sampler);
             summary.samples += batch.total();
             window.aggregator.add(batch);
             self.metrics.observe_sampler(&sampler.stats()?);
+            if let Some(tables) = sampler.table_stats() {
+                self.metrics.observe_tables(&tables);
+            }
             self.metrics.tick();
             if stopping || window.began.elapsed() >= self.cfg.export_interval {
                 let w = std::mem::replace(
@@ -242,6 +247,7 @@ impl SampleLoop {
                 summary.exports += 1;
                 let forgotten = processes.forget_exited();
                 sampler.forget(&forgotten.pids);
+                sampler.forget_objects(&forgotten.objects);
                 symbolizer.forget(&forgotten.objects);
                 resources.retain(|pid, _| processes.get(*pid).is_some());
             }
@@ -266,6 +272,21 @@ impl SampleLoop {
         }
     }
 
+    /// Whether the comm filters let a process through.
+    fn wanted(&self, comm: &str) -> bool {
+        let included = self
+            .cfg
+            .include_comm
+            .as_ref()
+            .is_none_or(|re| re.is_match(comm));
+        let excluded = self
+            .cfg
+            .exclude_comm
+            .as_ref()
+            .is_some_and(|re| re.is_match(comm));
+        included && !excluded
+    }
+
     /// Refreshes mappings of the processes in the batch (reading each new process's resource
     /// attributes while it is alive) and drops samples of processes the filters exclude.
     fn keep_wanted(
@@ -273,6 +294,7 @@ impl SampleLoop {
         mut batch: RawBatch,
         processes: &mut ProcessTable,
         resources: &mut HashMap<Pid, ProcessResource>,
+        sampler: &mut BpfSampler,
     ) -> RawBatch {
         let mut pids: Vec<Pid> = batch.samples.iter().map(|s| s.pid).collect();
         pids.sort_unstable();
@@ -283,19 +305,12 @@ impl SampleLoop {
                 let _ = processes.refresh(pid);
             }
             let comm = processes.get(pid).map_or("", |p| p.comm.as_str());
-            let included = self
-                .cfg
-                .include_comm
-                .as_ref()
-                .is_none_or(|re| re.is_match(comm));
-            let excluded = self
-                .cfg
-                .exclude_comm
-                .as_ref()
-                .is_some_and(|re| re.is_match(comm));
-            if !included || excluded {
+            if !self.wanted(comm) {
                 unwanted.push(pid);
                 continue;
+            }
+            if let Some(info) = processes.get(pid) {
+                sampler.update_process(info);
             }
             resources
                 .entry(pid)

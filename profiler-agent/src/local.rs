@@ -3,12 +3,13 @@ use std::io::{BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bpf::{BpfSampler, SamplerOptions};
+use crate::bpf::BpfSampler;
 use crate::config::Config;
 use crate::export::{self, Format};
 use crate::process::{self, ProcessTable};
 use crate::profile::{self, ProfileMeta};
 use crate::record::{self, RecordOptions, Recording, StopReason};
+use crate::source::SampleSource;
 use crate::symbolize::Symbolizer;
 use crate::{AgentError, telemetry};
 
@@ -78,12 +79,12 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         return Err(AgentError::NoSuchProcess(pid));
     }
     let output = prepare_output(&path)?;
-    let mut sampler = BpfSampler::start(SamplerOptions {
-        target: cfg.pid,
-        frequency: cfg.frequency,
-    })?;
+    let mut sampler = BpfSampler::start(cfg.sampler_options())?;
     if let Some(pid) = cfg.pid {
         processes.refresh(pid)?;
+        if let Some(info) = processes.get(pid) {
+            sampler.update_process(info);
+        }
     }
     let opts = RecordOptions {
         target: cfg.pid,
@@ -100,6 +101,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         elapsed,
         stop,
     } = record::record(&mut sampler, processes, &opts).await?;
+    let tables = sampler.table_stats();
     drop(sampler);
     let dropped = aggregator.dropped();
     let distinct_stacks = aggregator.distinct_stacks();
@@ -126,6 +128,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         symbolizer: symbolizer.stats,
         unknown_objects: processes.object_errors,
         expected_samples: expected(cfg, elapsed),
+        tables,
     };
     Ok(Outcome {
         path,

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::source::SamplerStats;
 use crate::symbolize::SymbolizerStats;
+use crate::unwind::loader::LoaderStats;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -48,6 +49,13 @@ pub struct Metrics {
     pub symbolizer: Family<Labels, Counter>,
     pub processes_tracked: Gauge,
     pub open_objects: Gauge,
+    /// Unwind tables by event (loaded, evicted, error, too_big), cumulative.
+    unwind_tables: Family<Labels, Counter>,
+    /// Bytes of the kernel's unwind-row array in use.
+    unwind_table_bytes: Gauge,
+    /// Processes whose mappings the kernel-side unwinder holds.
+    unwind_processes: Gauge,
+    last_tables: Mutex<LoaderStats>,
     last_kernel: Mutex<SamplerStats>,
     last_symbolizer: Mutex<SymbolizerStats>,
     /// Unix seconds of the last completed sampling tick.
@@ -123,6 +131,27 @@ impl Metrics {
             "ELF files held open for symbolization",
             open_objects.clone(),
         );
+        let unwind_tables = Family::<Labels, Counter>::default();
+        registry.register(
+            "unwind_tables",
+            "Unwind tables loaded into the kernel, evicted, failed to build, or too big to load",
+            unwind_tables.clone(),
+        );
+        let unwind_table_bytes = Gauge::default();
+        registry.register(
+            "unwind_table_bytes",
+            "Bytes of the kernel's unwind-row array in use",
+            unwind_table_bytes.clone(),
+        );
+        let unwind_processes = Gauge::default();
+        registry.register(
+            "unwind_processes",
+            "Processes whose stacks are unwound with tables",
+            unwind_processes.clone(),
+        );
+        for event in ["loaded", "evicted", "error", "too_big", "process_error"] {
+            let _ = unwind_tables.get_or_create(&vec![("event", event)]);
+        }
         // Every series exists from the start (at zero), so dashboards and alerts see it before
         // the first sample, export or drop.
         for stat in Stat::ALL {
@@ -149,6 +178,10 @@ impl Metrics {
             symbolizer,
             processes_tracked,
             open_objects,
+            unwind_tables,
+            unwind_table_bytes,
+            unwind_processes,
+            last_tables: Mutex::default(),
             last_kernel: Mutex::default(),
             last_symbolizer: Mutex::default(),
             last_tick: AtomicU64::new(now_secs()),
@@ -165,6 +198,27 @@ impl Metrics {
                 .inc_by(delta);
         }
         *last = stats.clone();
+    }
+
+    /// Folds the unwind-table loader's counters in.
+    pub fn observe_tables(&self, stats: &LoaderStats) {
+        let mut last = self.last_tables.lock().unwrap_or_else(|e| e.into_inner());
+        for (event, now, before) in [
+            ("loaded", stats.tables_loaded, last.tables_loaded),
+            ("evicted", stats.tables_evicted, last.tables_evicted),
+            ("error", stats.table_errors, last.table_errors),
+            ("too_big", stats.tables_too_big, last.tables_too_big),
+            ("process_error", stats.process_errors, last.process_errors),
+        ] {
+            self.unwind_tables
+                .get_or_create(&vec![("event", event)])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.unwind_table_bytes.set(
+            (stats.chunks_in_use * std::mem::size_of::<profiler_common::RowChunk>() as u64) as i64,
+        );
+        self.unwind_processes.set(stats.processes as i64);
+        *last = *stats;
     }
 
     pub fn observe_symbolizer(&self, stats: &SymbolizerStats) {

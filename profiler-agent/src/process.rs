@@ -32,10 +32,15 @@ pub struct ObjectFile {
     /// A path that reaches the open file from this process, whatever happens to the original.
     pub open_path: PathBuf,
     pub build_id: Option<BuildId>,
-    _file: File,
+    file: File,
 }
 
 impl ObjectFile {
+    /// The open file (it stays readable after the process exits or the path is deleted).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The file name alone, for display.
     pub fn name(&self) -> String {
         self.path.file_name().map_or_else(
@@ -299,7 +304,7 @@ impl ProcessTable {
             path: clean_path(path),
             open_path,
             build_id,
-            _file: file,
+            file,
         });
         self.objects.insert(key, Arc::clone(&object));
         Some(object)

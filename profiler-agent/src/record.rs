@@ -60,7 +60,7 @@ pub async fn record(
         tokio::select! {
             _ = announcements.tick() => {
                 for pid in source.new_processes() {
-                    let _ = processes.refresh(pid);
+                    refresh(source, &mut processes, pid);
                 }
                 continue;
             }
@@ -70,7 +70,7 @@ pub async fn record(
             _ = recv(&mut sigterm) => break StopReason::Signal,
         }
         let batch = source.drain()?;
-        refresh_sampled(&mut processes, &batch, opts.target);
+        refresh_sampled(source, &mut processes, &batch, opts.target);
         aggregator.add(batch);
         if let Some(bar) = &bar {
             bar.set_position(
@@ -90,7 +90,7 @@ pub async fn record(
     // What was counted since the last tick; stopping first makes the kernel's counters final.
     source.stop();
     let batch = source.drain()?;
-    refresh_sampled(&mut processes, &batch, opts.target);
+    refresh_sampled(source, &mut processes, &batch, opts.target);
     aggregator.add(batch);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -107,13 +107,27 @@ pub async fn record(
 
 /// Re-reads the mappings of every live process in the batch (and of the target, which may have
 /// loaded libraries while it was not sampled). Processes already known to be gone are skipped.
-fn refresh_sampled(processes: &mut ProcessTable, batch: &RawBatch, target: Option<Pid>) {
+fn refresh_sampled(
+    source: &mut dyn SampleSource,
+    processes: &mut ProcessTable,
+    batch: &RawBatch,
+    target: Option<Pid>,
+) {
     let pids: BTreeSet<Pid> = batch.samples.iter().map(|s| s.pid).chain(target).collect();
     for pid in pids {
         if processes.get(pid).is_none_or(|p| p.alive) {
             // A process that exited between the sample and now keeps its last mappings.
-            let _ = processes.refresh(pid);
+            refresh(source, processes, pid);
         }
+    }
+}
+
+/// Re-reads a process's mappings and lets the source load the unwind tables they need.
+pub fn refresh(source: &mut dyn SampleSource, processes: &mut ProcessTable, pid: Pid) {
+    if processes.refresh(pid).is_ok()
+        && let Some(info) = processes.get(pid)
+    {
+        source.update_process(info);
     }
 }
 

@@ -1,8 +1,12 @@
 //! The sample-source seam: the BPF sampler in production, a recorded or synthetic batch in tests.
 use profiler_common::Stat;
 
+use std::sync::Arc;
+
 use crate::bpf::BpfError;
+use crate::process::{ObjectFile, ProcessInfo};
 use crate::types::{Pid, StackLoss, VirtAddr};
+use crate::unwind::loader::LoaderStats;
 
 /// One side (user or kernel) of a sampled stack, leaf first.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +81,14 @@ pub trait SampleSource {
     }
     /// Processes known to have exited: announce them again if their pid is reused.
     fn forget(&mut self, _pids: &[Pid]) {}
+    /// A process's mappings were (re)read: the unwinder loads the tables it needs.
+    fn update_process(&mut self, _process: &ProcessInfo) {}
+    /// Files no process maps any more: their unwind tables can go.
+    fn forget_objects(&mut self, _objects: &[Arc<ObjectFile>]) {}
+    /// Unwind-table counters, when tables are in use.
+    fn table_stats(&self) -> Option<LoaderStats> {
+        None
+    }
     /// Stops sampling; a following drain returns the last samples, and nothing is counted after.
     fn stop(&mut self);
     /// Cumulative counters since start.

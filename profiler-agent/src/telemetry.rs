@@ -7,6 +7,7 @@ use profiler_common::Stat;
 
 use crate::source::SamplerStats;
 use crate::symbolize::SymbolizerStats;
+use crate::unwind::loader::LoaderStats;
 
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -18,6 +19,8 @@ pub struct Report {
     pub unknown_objects: u64,
     /// What one fully busy thread would give: frequency × duration.
     pub expected_samples: u64,
+    /// Unwind-table counters, when user stacks were unwound with tables.
+    pub tables: Option<LoaderStats>,
 }
 
 impl fmt::Display for Report {
@@ -38,7 +41,27 @@ impl fmt::Display for Report {
             self.aggregator_dropped,
             self.symbolizer.unknown,
             self.unknown_objects,
-        )
+        )?;
+        if let Some(t) = &self.tables {
+            write!(
+                f,
+                "\nunwind: {} stacks by tables ({} complete, {} truncated, {} read faults, {} unsupported rules, {} no progress, {} failed tail calls, {} lost to a full map), {} frames by frame pointer; tables: {} loaded, {} evicted, {} without CFI or unreadable, {} too big",
+                s.get(Stat::UnwindStarted),
+                s.get(Stat::UnwindComplete),
+                s.get(Stat::UnwindTruncated),
+                s.get(Stat::UnwindReadFault),
+                s.get(Stat::UnwindUnsupported),
+                s.get(Stat::UnwindNoProgress),
+                s.get(Stat::UnwindTailCallFailed),
+                s.get(Stat::UnwoundStackMapFull),
+                s.get(Stat::UnwindFramePointerFrames),
+                t.tables_loaded,
+                t.tables_evicted,
+                t.table_errors,
+                t.tables_too_big,
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,30 @@ pub const KNOWN_PROCESS_ENTRIES: u32 = 65_536;
 /// ~5,000 announcements between two reads, which happen every 20 ms).
 pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
 
+/// Rows per element of the unwind-row array: the agent writes a chunk per syscall, and page
+/// extents start on a chunk boundary.
+pub const UNWIND_CHUNK_ROWS: u32 = 64;
+
+/// Chunks in the unwind-row array: 16,384 × 64 rows × 12 bytes = 12 MiB of kernel memory, about
+/// 60 copies of glibc's table. Tables that do not fit are not loaded (counted); their frames unwind
+/// by frame pointers.
+pub const UNWIND_ROW_CHUNKS: u32 = 16_384;
+
+/// Entries in the page map (64 KiB pages of unwind tables): 4 GiB of code.
+pub const UNWIND_PAGE_ENTRIES: u32 = 65_536;
+
+/// Processes whose mappings the unwinder knows (4 KiB each, preallocated: 4 MiB). Others unwind by
+/// frame pointers.
+pub const UNWIND_PROCESS_ENTRIES: u32 = 1_024;
+
+/// Distinct table-unwound user stacks per generation (1,040 bytes each, preallocated: 8.1 MiB per
+/// generation). When full, a sample's user stack is recorded as lost (counted).
+pub const UNWOUND_STACK_ENTRIES: u32 = 8_192;
+
+/// `SampleKey::user_stack_id` of a stack unwound with tables: the frames are in the
+/// `UNWOUND_STACKS_n` map under `SampleKey::unwound_stack`.
+pub const UNWOUND_STACK_ID: i32 = i32::MAX;
+
 /// Names of the maps and program in the object, used by the loader.
 pub mod names {
     pub const PROGRAM: &str = "kalypso_sample";
@@ -33,6 +57,17 @@ pub mod names {
     pub const CONTROL: &str = "CONTROL";
     pub const KNOWN: &str = "KNOWN";
     pub const NEW_PROCESSES: &str = "NEW_PROCESSES";
+    /// The tail-called program that unwinds user stacks with tables.
+    pub const UNWIND_PROGRAM: &str = "kalypso_unwind";
+    pub const PROGRAMS: &str = "PROGRAMS";
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    pub const UNWIND_PAGES: &str = "UNWIND_PAGES";
+    pub const PROCESS_MAPPINGS: &str = "PROCESS_MAPPINGS";
+    pub const UNWOUND_STACKS: [&str; 2] = ["UNWOUND_STACKS_0", "UNWOUND_STACKS_1"];
+    /// Read-only global: 1 = unwind user stacks with tables where the process has them.
+    pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
+    /// Read-only global: [`crate::unwind::arch`] of the kernel (layout of the saved user registers).
+    pub const ARCH: &str = "ARCH";
     /// Read-only global: only samples of this tgid are counted (0 = every process).
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Read-only global: the agent's own tgid, never counted.
@@ -47,9 +82,37 @@ pub mod names {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SampleKey {
     pub tgid: u32,
+    /// Stack-map id, `-errno`, or [`UNWOUND_STACK_ID`].
     pub user_stack_id: i32,
     pub kernel_stack_id: i32,
     pub _pad: u32,
+    /// Key in `UNWOUND_STACKS_n` (a hash of the frames) when `user_stack_id` is
+    /// [`UNWOUND_STACK_ID`], else 0.
+    pub unwound_stack: u64,
+}
+
+/// A user stack unwound with tables, leaf first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnwoundStack {
+    pub len: u32,
+    pub _pad: u32,
+    pub frames: [u64; unwind::MAX_UNWOUND_FRAMES],
+}
+
+/// One element of the unwind-row array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowChunk {
+    pub rows: [unwind::UnwindRow; UNWIND_CHUNK_ROWS as usize],
+}
+
+impl Default for RowChunk {
+    fn default() -> Self {
+        Self {
+            rows: [unwind::UnwindRow::default(); UNWIND_CHUNK_ROWS as usize],
+        }
+    }
 }
 
 /// Control block (array map, one entry) written by the agent and read by every sample.
@@ -96,10 +159,29 @@ pub enum Stat {
     /// The announcement ring buffer was full: the agent reads that process's mappings at the
     /// next drain instead (if it still lives).
     NewProcessLost = 13,
+    /// Samples whose user stack was unwound with tables (the process had them loaded).
+    UnwindStarted = 14,
+    /// ...that reached the outermost frame.
+    UnwindComplete = 15,
+    /// ...that stopped at the frame limit.
+    UnwindTruncated = 16,
+    /// ...that stopped because reading the stack faulted.
+    UnwindReadFault = 17,
+    /// ...that stopped at a rule the unwinder cannot follow.
+    UnwindUnsupported = 18,
+    /// ...that stopped because the stack pointer did not move up (corrupt stack or table).
+    UnwindNoProgress = 19,
+    /// Frames unwound by frame pointers because no table covered the address (JIT code, objects
+    /// without CFI, tables not loaded).
+    UnwindFramePointerFrames = 20,
+    /// Tail calls into the unwinder that failed: the stack is cut there.
+    UnwindTailCallFailed = 21,
+    /// The unwound-stack map was full: the sample counts with its user stack lost.
+    UnwoundStackMapFull = 22,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 23;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Ticks,
         Stat::Idle,
@@ -115,6 +197,15 @@ impl Stat {
         Stat::ControlMissing,
         Stat::NewProcess,
         Stat::NewProcessLost,
+        Stat::UnwindStarted,
+        Stat::UnwindComplete,
+        Stat::UnwindTruncated,
+        Stat::UnwindReadFault,
+        Stat::UnwindUnsupported,
+        Stat::UnwindNoProgress,
+        Stat::UnwindFramePointerFrames,
+        Stat::UnwindTailCallFailed,
+        Stat::UnwoundStackMapFull,
     ];
 
     /// Stable snake_case name, used in summaries and metrics.
@@ -134,6 +225,15 @@ impl Stat {
             Stat::ControlMissing => "control_missing",
             Stat::NewProcess => "new_process",
             Stat::NewProcessLost => "new_process_lost",
+            Stat::UnwindStarted => "unwind_started",
+            Stat::UnwindComplete => "unwind_complete",
+            Stat::UnwindTruncated => "unwind_truncated",
+            Stat::UnwindReadFault => "unwind_read_fault",
+            Stat::UnwindUnsupported => "unwind_unsupported",
+            Stat::UnwindNoProgress => "unwind_no_progress",
+            Stat::UnwindFramePointerFrames => "unwind_frame_pointer_frames",
+            Stat::UnwindTailCallFailed => "unwind_tail_call_failed",
+            Stat::UnwoundStackMapFull => "unwound_stack_map_full",
         }
     }
 }
@@ -150,6 +250,11 @@ mod pod {
     // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and have no implicit padding.
     unsafe impl aya::Pod for super::SampleKey {}
     unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::UnwoundStack {}
+    unsafe impl aya::Pod for super::RowChunk {}
+    unsafe impl aya::Pod for super::unwind::PageKey {}
+    unsafe impl aya::Pod for super::unwind::PageExtent {}
+    unsafe impl aya::Pod for super::unwind::ProcessMappings {}
 }
 
 #[cfg(test)]
@@ -158,7 +263,15 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<SampleKey>(), 16);
+        assert_eq!(core::mem::size_of::<SampleKey>(), 24);
+        assert_eq!(
+            core::mem::size_of::<UnwoundStack>(),
+            8 + 8 * unwind::MAX_UNWOUND_FRAMES
+        );
+        assert_eq!(
+            core::mem::size_of::<RowChunk>(),
+            12 * UNWIND_CHUNK_ROWS as usize
+        );
         assert_eq!(core::mem::size_of::<Control>(), 8);
     }
 

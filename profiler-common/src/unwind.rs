@@ -252,12 +252,22 @@ pub fn step_frame_pointer(
 /// Index (relative to the extent) of the last row whose `pc` is at most `pc`, by binary search in
 /// at most [`ROW_SEARCH_STEPS`] steps; `row_pc(i)` reads the `pc` of row `i`. `None` when the
 /// first row starts after `pc` (the agent makes every extent start at or before its page).
+///
+/// `opaque` must return its argument; the BPF program passes the bounds through it on every step
+/// so that the verifier stops tracking their ranges (see [`Opaque`]).
 #[inline(always)]
-pub fn find_row(len: u32, pc: u32, row_pc: &mut impl FnMut(u32) -> Option<u32>) -> Option<u32> {
+pub fn find_row(
+    len: u32,
+    pc: u32,
+    row_pc: &mut impl FnMut(u32) -> Option<u32>,
+    opaque: &mut impl Opaque,
+) -> Option<u32> {
     // Invariant: rows [0, lo) start at or before pc, rows [hi, len) after it.
     let mut lo = 0u32;
     let mut hi = len;
     for _ in 0..ROW_SEARCH_STEPS {
+        lo = opaque.hide(lo);
+        hi = opaque.hide(hi);
         if lo >= hi {
             break;
         }
@@ -272,23 +282,34 @@ pub fn find_row(len: u32, pc: u32, row_pc: &mut impl FnMut(u32) -> Option<u32>) 
 }
 
 /// The mapping containing `pc`, by binary search over the first `len` (clamped to
-/// [`MAX_MAPPINGS`]) entries of a sorted array, in at most [`MAPPING_SEARCH_STEPS`] + 1 steps.
+/// [`MAX_MAPPINGS`]) entries of a sorted array, in at most [`MAPPING_SEARCH_STEPS`] + 1 steps;
+/// `mapping_at(i)` reads entry `i`.
+///
+/// The entries are read through a closure, like rows in [`find_row`], so that the BPF side can
+/// hide the index's derivation from the verifier (which would otherwise track every search path
+/// precisely and never merge them).
 #[inline(always)]
-pub fn find_mapping(mappings: &ProcessMappings, pc: u64) -> Option<&Mapping> {
-    let len = if mappings.len as usize > MAX_MAPPINGS {
+pub fn find_mapping(
+    len: u32,
+    pc: u64,
+    mapping_at: &mut impl FnMut(u32) -> Option<Mapping>,
+    opaque: &mut impl Opaque,
+) -> Option<Mapping> {
+    let len = if len as usize > MAX_MAPPINGS {
         MAX_MAPPINGS as u32
     } else {
-        mappings.len
+        len
     };
     let mut lo = 0u32;
     let mut hi = len;
     for _ in 0..=MAPPING_SEARCH_STEPS {
+        lo = opaque.hide(lo);
+        hi = opaque.hide(hi);
         if lo >= hi {
             break;
         }
         let mid = lo + (hi - lo) / 2;
-        let m = mappings.mappings.get(mid as usize)?;
-        if m.start <= pc {
+        if mapping_at(mid)?.start <= pc {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -297,8 +318,40 @@ pub fn find_mapping(mappings: &ProcessMappings, pc: u64) -> Option<&Mapping> {
     if lo == 0 {
         return None;
     }
-    let m = mappings.mappings.get(lo as usize - 1)?;
+    let m = mapping_at(lo.wrapping_sub(1))?;
     if pc < m.end { Some(m) } else { None }
+}
+
+/// An identity function the BPF verifier cannot see through.
+///
+/// The verifier explores every path of a loop iteration by iteration; when a comparison between
+/// search bounds can be decided from the ranges it tracks, it marks them precise, and states with
+/// different precise bounds never merge, so the paths of a binary search multiply. Passing the
+/// bounds through memory it does not track keeps them "some u32": the two outcomes of each step
+/// then lead to the same state, and the cost stays linear in the number of steps. Every index is
+/// still bounds-checked where it is used. Userspace uses [`Identity`].
+pub trait Opaque {
+    fn hide(&mut self, value: u32) -> u32;
+}
+
+/// [`Opaque`] for ordinary code: returns the value.
+pub struct Identity;
+
+impl Opaque for Identity {
+    #[inline(always)]
+    fn hide(&mut self, value: u32) -> u32 {
+        value
+    }
+}
+
+/// [`find_mapping`] over a [`ProcessMappings`] in ordinary memory.
+pub fn find_in(mappings: &ProcessMappings, pc: u64) -> Option<Mapping> {
+    find_mapping(
+        mappings.len,
+        pc,
+        &mut |i| mappings.mappings.get(i as usize).copied(),
+        &mut Identity,
+    )
 }
 
 /// The object address to look up for a frame: return addresses point after the call, which may
@@ -331,31 +384,37 @@ mod tests {
         assert_eq!(core::mem::size_of::<Regs>(), 32);
     }
 
+    fn find_row_in(len: u32, pc: u32, at: &mut impl FnMut(u32) -> Option<u32>) -> Option<u32> {
+        find_row(len, pc, at, &mut Identity)
+    }
+
     #[test]
     fn find_row_returns_the_last_row_at_or_before() {
         let pcs = [0x100u32, 0x110, 0x120, 0x200];
         let mut at = |i: u32| pcs.get(i as usize).copied();
-        assert_eq!(find_row(4, 0xff, &mut at), None);
-        assert_eq!(find_row(4, 0x100, &mut at), Some(0));
-        assert_eq!(find_row(4, 0x11f, &mut at), Some(1));
-        assert_eq!(find_row(4, 0x120, &mut at), Some(2));
-        assert_eq!(find_row(4, 0x10000, &mut at), Some(3));
-        assert_eq!(find_row(0, 0x100, &mut at), None);
+        assert_eq!(find_row_in(4, 0xff, &mut at), None);
+        assert_eq!(find_row_in(4, 0x100, &mut at), Some(0));
+        assert_eq!(find_row_in(4, 0x11f, &mut at), Some(1));
+        assert_eq!(find_row_in(4, 0x120, &mut at), Some(2));
+        assert_eq!(find_row_in(4, 0x10000, &mut at), Some(3));
+        assert_eq!(find_row_in(0, 0x100, &mut at), None);
     }
 
     #[test]
     fn find_row_covers_a_full_page() {
         let len = MAX_ROWS_PER_PAGE;
         let mut at = |i: u32| Some(i);
-        assert_eq!(find_row(len, len - 1, &mut at), Some(len - 1));
-        assert_eq!(find_row(len, 0, &mut at), Some(0));
-        assert_eq!(find_row(len, 12_345, &mut at), Some(12_345));
+        assert_eq!(find_row_in(len, len - 1, &mut at), Some(len - 1));
+        assert_eq!(find_row_in(len, 0, &mut at), Some(0));
+        assert_eq!(find_row_in(len, 12_345, &mut at), Some(12_345));
     }
 
     #[test]
     fn find_mapping_respects_ends_and_gaps() {
-        let mut pm = ProcessMappings::default();
-        pm.len = 2;
+        let mut pm = ProcessMappings {
+            len: 2,
+            ..ProcessMappings::default()
+        };
         pm.mappings[0] = Mapping {
             start: 0x1000,
             end: 0x2000,
@@ -370,12 +429,12 @@ mod tests {
             table_id: 2,
             _pad: 0,
         };
-        assert_eq!(find_mapping(&pm, 0xfff), None);
-        assert_eq!(find_mapping(&pm, 0x1000).map(|m| m.table_id), Some(1));
-        assert_eq!(find_mapping(&pm, 0x2000), None);
-        assert_eq!(find_mapping(&pm, 0x5fff).map(|m| m.table_id), Some(2));
+        assert_eq!(find_in(&pm, 0xfff), None);
+        assert_eq!(find_in(&pm, 0x1000).map(|m| m.table_id), Some(1));
+        assert_eq!(find_in(&pm, 0x2000), None);
+        assert_eq!(find_in(&pm, 0x5fff).map(|m| m.table_id), Some(2));
         pm.len = 1000; // a corrupt length is clamped, never indexes out of bounds
-        let _ = find_mapping(&pm, 0x5fff);
+        let _ = find_in(&pm, 0x5fff);
     }
 
     #[test]

@@ -3,19 +3,36 @@
 //!
 //! Maps come in two generations; the agent flips `CONTROL.generation` and drains the pair the
 //! program no longer writes to, so a drain never loses an increment.
+//!
+//! User stacks of processes the agent loaded unwind tables for are walked by `kalypso_unwind`
+//! instead of `bpf_get_stackid`: it follows `.eh_frame`-derived rules from the saved user
+//! registers, [`FRAMES_PER_PROGRAM`] frames per run, tail-calling itself for more, and falls
+//! back to frame pointers where no table covers an address. The rules and the step are shared
+//! with the agent's replay tests (`profiler_common::unwind`).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
     macros::{map, perf_event},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{
+        Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf, StackTrace,
+    },
     programs::{PerfEventContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    COUNT_MAP_ENTRIES, Control, KNOWN_PROCESS_ENTRIES, NEW_PROCESS_RING_BYTES, STACK_MAP_ENTRIES,
-    SampleKey, Stat, errno,
+    COUNT_MAP_ENTRIES, Control, KNOWN_PROCESS_ENTRIES, NEW_PROCESS_RING_BYTES, RowChunk,
+    STACK_MAP_ENTRIES, SampleKey, Stat, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES,
+    UNWIND_PROCESS_ENTRIES, UNWIND_ROW_CHUNKS, UNWOUND_STACK_ENTRIES, UNWOUND_STACK_ID,
+    UnwoundStack, errno,
+    unwind::{
+        self, FRAMES_PER_PROGRAM, MAX_UNWOUND_FRAMES, PageExtent, PageKey, ProcessMappings, Regs,
+        Stop, TABLE_PAGE_SHIFT, UnwindRow, arch, kind,
+    },
 };
 
 #[unsafe(no_mangle)]
@@ -23,6 +40,14 @@ static TARGET_TGID: Global<u32> = Global::new(0);
 
 #[unsafe(no_mangle)]
 static SELF_TGID: Global<u32> = Global::new(0);
+
+/// 1: unwind user stacks with tables for processes in `PROCESS_MAPPINGS`.
+#[unsafe(no_mangle)]
+static UNWIND_TABLES: Global<u32> = Global::new(0);
+
+/// `unwind::arch` of this kernel: where the saved user registers are.
+#[unsafe(no_mangle)]
+static ARCH: Global<u32> = Global::new(arch::X86_64);
 
 #[map]
 static STACKS_0: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 0);
@@ -50,6 +75,65 @@ static KNOWN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(KNOWN_PROCESS_E
 /// they still exist.
 #[map]
 static NEW_PROCESSES: RingBuf = RingBuf::with_byte_size(NEW_PROCESS_RING_BYTES, 0);
+
+/// Slot 0: `kalypso_unwind`.
+#[map]
+static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Unwind rules of every loaded object, in chunks; page extents index rows.
+#[map]
+static UNWIND_ROWS: Array<RowChunk> = Array::with_max_entries(UNWIND_ROW_CHUNKS, 0);
+
+/// (table, 64 KiB page of the object) → the rows covering that page.
+#[map]
+static UNWIND_PAGES: HashMap<PageKey, PageExtent> =
+    HashMap::with_max_entries(UNWIND_PAGE_ENTRIES, 0);
+
+/// tgid → its executable mappings that have tables.
+#[map]
+static PROCESS_MAPPINGS: HashMap<u32, ProcessMappings> =
+    HashMap::with_max_entries(UNWIND_PROCESS_ENTRIES, 0);
+
+/// Table-unwound user stacks by hash of their frames, per generation.
+#[map]
+static UNWOUND_STACKS_0: HashMap<u64, UnwoundStack> =
+    HashMap::with_max_entries(UNWOUND_STACK_ENTRIES, 0);
+#[map]
+static UNWOUND_STACKS_1: HashMap<u64, UnwoundStack> =
+    HashMap::with_max_entries(UNWOUND_STACK_ENTRIES, 0);
+
+/// The unwind in progress on this CPU, carried across tail calls.
+#[repr(C)]
+struct UnwindState {
+    regs: Regs,
+    key: SampleKey,
+    generation: u32,
+    _pad: u32,
+    stack: UnwoundStack,
+}
+
+#[map]
+static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU word that search indices pass through, see [`opaque`].
+#[map]
+static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Returns `value` unchanged, by way of memory the verifier does not track. Binary-search indices
+/// index arrays, which makes the verifier track them precisely back through every comparison,
+/// so it would explore each search path separately (exponentially many); a value loaded from a
+/// map is just "some u32" to it, and the paths merge. Bounds are still checked at each use.
+#[inline(always)]
+fn opaque(value: u32) -> u32 {
+    match SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, and these programs cannot be re-entered on the same CPU.
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, value);
+            core::ptr::read_volatile(slot)
+        },
+        None => u32::MAX,
+    }
+}
 
 #[inline(always)]
 fn bump(stat: Stat) {
@@ -108,39 +192,45 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
         bump(Stat::ControlMissing);
         return 0;
     };
-    if control.generation == 0 {
-        record(&ctx, tgid, &STACKS_0, &COUNTS_0);
-    } else {
-        record(&ctx, tgid, &STACKS_1, &COUNTS_1);
-    }
-    0
-}
-
-#[inline(always)]
-fn record(
-    ctx: &PerfEventContext,
-    tgid: u32,
-    stacks: &StackTrace,
-    counts: &PerCpuHashMap<SampleKey, u64>,
-) {
-    let user = stack_id(
-        ctx.get_stackid(stacks, u64::from(BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP)),
-        Stat::UserStackFault,
-        Stat::UserStackCollision,
-        Stat::UserStackOther,
-    );
+    let generation = control.generation;
+    let stacks = if generation == 0 { &STACKS_0 } else { &STACKS_1 };
     let kernel = stack_id(
         ctx.get_stackid(stacks, u64::from(BPF_F_FAST_STACK_CMP)),
         Stat::KernelStackUserMode,
         Stat::KernelStackCollision,
         Stat::KernelStackOther,
     );
-    let key = SampleKey {
-        tgid,
-        user_stack_id: user,
-        kernel_stack_id: kernel,
-        _pad: 0,
-    };
+    if UNWIND_TABLES.load() != 0 && PROCESS_MAPPINGS.get_ptr(tgid).is_some() {
+        if start_unwind(tgid, kernel, generation) {
+            // SAFETY: the context is this program's own.
+            unsafe { PROGRAMS.tail_call(&ctx, 0) };
+        }
+        // Only reached when the tail call (or reading the registers) failed: fall back to
+        // frame pointers for this sample.
+        bump(Stat::UnwindTailCallFailed);
+    }
+    let user = stack_id(
+        ctx.get_stackid(stacks, u64::from(BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP)),
+        Stat::UserStackFault,
+        Stat::UserStackCollision,
+        Stat::UserStackOther,
+    );
+    count(
+        SampleKey {
+            tgid,
+            user_stack_id: user,
+            kernel_stack_id: kernel,
+            _pad: 0,
+            unwound_stack: 0,
+        },
+        generation,
+    );
+    0
+}
+
+#[inline(always)]
+fn count(key: SampleKey, generation: u32) {
+    let counts = if generation == 0 { &COUNTS_0 } else { &COUNTS_1 };
     match counts.get_ptr_mut(&key) {
         // SAFETY: per-CPU value, and this program cannot be re-entered on the same CPU.
         Some(count) => unsafe { *count += 1 },
@@ -152,6 +242,241 @@ fn record(
         }
     }
     bump(Stat::Counted);
+}
+
+/// Reads 8 bytes of kernel memory.
+#[inline(always)]
+fn read_kernel(addr: u64) -> Option<u64> {
+    // SAFETY: the helper checks the address and fails cleanly on a fault.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
+}
+
+/// Reads 8 bytes of the current process's memory.
+#[inline(always)]
+fn read_user(addr: u64) -> Option<u64> {
+    // SAFETY: the helper checks the address and fails cleanly on a fault.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// The user-mode registers of the current task, saved at kernel entry (for a sample that
+/// interrupted user mode, these are the interrupted registers themselves).
+#[inline(always)]
+fn user_regs(arch: u32) -> Option<Regs> {
+    // SAFETY: both helpers are valid in perf_event programs (kernel 5.15+) and return a pointer
+    // only read through `bpf_probe_read_kernel`.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        return None;
+    }
+    // Offsets in `struct pt_regs`: x86_64 ip 128, sp 152, bp 32; arm64 pc 256, sp 248, x29 232,
+    // x30 240.
+    if arch == arch::AARCH64 {
+        Some(Regs {
+            pc: read_kernel(regs + 256)?,
+            sp: read_kernel(regs + 248)?,
+            fp: read_kernel(regs + 232)?,
+            lr: read_kernel(regs + 240)?,
+        })
+    } else {
+        Some(Regs {
+            pc: read_kernel(regs + 128)?,
+            sp: read_kernel(regs + 152)?,
+            fp: read_kernel(regs + 32)?,
+            lr: 0,
+        })
+    }
+}
+
+/// Fills this CPU's unwind state for a sample of `tgid`; false if the registers are unreadable.
+#[inline(always)]
+fn start_unwind(tgid: u32, kernel: i32, generation: u32) -> bool {
+    let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
+        return false;
+    };
+    let Some(regs) = user_regs(ARCH.load()) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, and neither program can be re-entered on the same CPU.
+    let state = unsafe { &mut *state };
+    state.regs = regs;
+    state.key = SampleKey {
+        tgid,
+        user_stack_id: UNWOUND_STACK_ID,
+        kernel_stack_id: kernel,
+        _pad: 0,
+        unwound_stack: 0,
+    };
+    state.generation = generation;
+    state.stack.len = 0;
+    bump(Stat::UnwindStarted);
+    true
+}
+
+/// [`unwind::Opaque`] through [`opaque`].
+struct Hidden;
+
+impl unwind::Opaque for Hidden {
+    #[inline(always)]
+    fn hide(&mut self, value: u32) -> u32 {
+        opaque(value)
+    }
+}
+
+#[inline(always)]
+fn row_at(index: u32) -> Option<UnwindRow> {
+    let index = opaque(index);
+    let chunk = UNWIND_ROWS.get(index / UNWIND_CHUNK_ROWS)?;
+    chunk
+        .rows
+        .get((index % UNWIND_CHUNK_ROWS) as usize)
+        .copied()
+}
+
+/// The table row for `pc` in `mappings`, if a loaded table covers it.
+#[inline(always)]
+fn find_rule(mappings: &ProcessMappings, pc: u64, leaf: bool) -> Option<UnwindRow> {
+    let mapping = unwind::find_mapping(
+        mappings.len,
+        pc,
+        &mut |i| mappings.mappings.get(opaque(i) as usize).copied(),
+        &mut Hidden,
+    )?;
+    let vaddr = unwind::lookup_address(&mapping, pc, leaf);
+    if vaddr > u64::from(u32::MAX) {
+        return None;
+    }
+    let key = PageKey {
+        table_id: mapping.table_id,
+        page: (vaddr >> TABLE_PAGE_SHIFT) as u32,
+    };
+    // SAFETY: the agent only deletes pages of tables no process maps any more.
+    let extent = unsafe { UNWIND_PAGES.get(&key) }?;
+    let start = extent.start;
+    let index = unwind::find_row(
+        extent.len,
+        vaddr as u32,
+        &mut |i| row_at(start + i).map(|row| row.pc),
+        &mut Hidden,
+    )?;
+    row_at(start + index)
+}
+
+/// Recovers the caller's registers: with the table row where there is one, else by frame pointer.
+#[inline(always)]
+fn unwind_frame(
+    arch: u32,
+    mappings: &ProcessMappings,
+    regs: &Regs,
+    leaf: bool,
+) -> Result<Option<Regs>, Stop> {
+    let mut read = read_user;
+    match find_rule(mappings, regs.pc, leaf) {
+        Some(row) if row.kind != kind::NO_INFO => unwind::step(arch, &row, regs, leaf, &mut read),
+        _ => {
+            bump(Stat::UnwindFramePointerFrames);
+            unwind::step_frame_pointer(arch, regs, &mut read)
+        }
+    }
+}
+
+/// Walks up to [`FRAMES_PER_PROGRAM`] user frames from this CPU's unwind state, then tail-calls
+/// itself, until the stack ends; then counts the sample.
+#[perf_event]
+pub fn kalypso_unwind(ctx: PerfEventContext) -> u32 {
+    let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU value, and neither program can be re-entered on the same CPU.
+    let state = unsafe { &mut *state };
+    let arch = ARCH.load();
+    // SAFETY: the agent replaces a process's entry whole; a stale read only unwinds with the
+    // previous mappings.
+    let Some(mappings) = (unsafe { PROCESS_MAPPINGS.get(&state.key.tgid) }) else {
+        finish(state);
+        return 0;
+    };
+    for _ in 0..FRAMES_PER_PROGRAM {
+        let len = state.stack.len as usize;
+        let Some(slot) = state.stack.frames.get_mut(len) else {
+            bump(Stat::UnwindTruncated);
+            finish(state);
+            return 0;
+        };
+        *slot = state.regs.pc;
+        state.stack.len += 1;
+        match unwind_frame(arch, mappings, &state.regs, len == 0) {
+            Ok(Some(next)) => state.regs = next,
+            Ok(None) => {
+                bump(Stat::UnwindComplete);
+                finish(state);
+                return 0;
+            }
+            Err(stop) => {
+                bump(match stop {
+                    Stop::Complete => Stat::UnwindComplete,
+                    Stop::ReadFault => Stat::UnwindReadFault,
+                    Stop::Unsupported => Stat::UnwindUnsupported,
+                    Stop::NoProgress => Stat::UnwindNoProgress,
+                });
+                finish(state);
+                return 0;
+            }
+        }
+    }
+    if state.stack.len as usize >= MAX_UNWOUND_FRAMES {
+        bump(Stat::UnwindTruncated);
+        finish(state);
+        return 0;
+    }
+    // SAFETY: the context is this program's own.
+    unsafe { PROGRAMS.tail_call(&ctx, 0) };
+    bump(Stat::UnwindTailCallFailed);
+    finish(state);
+    0
+}
+
+/// A 64-bit hash of the frames (and their number), the key of the unwound-stack maps.
+#[inline(always)]
+fn hash_frames(stack: &UnwoundStack) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ u64::from(stack.len);
+    for i in 0..MAX_UNWOUND_FRAMES {
+        if i >= stack.len as usize {
+            break;
+        }
+        let Some(frame) = stack.frames.get(i) else {
+            break;
+        };
+        hash = (hash ^ *frame).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+    }
+    hash
+}
+
+/// Stores the unwound stack (once per distinct stack) and counts the sample.
+#[inline(always)]
+fn finish(state: &mut UnwindState) {
+    let stacks = if state.generation == 0 {
+        &UNWOUND_STACKS_0
+    } else {
+        &UNWOUND_STACKS_1
+    };
+    let hash = hash_frames(&state.stack);
+    let mut key = state.key;
+    if stacks.get_ptr(&hash).is_none() {
+        match stacks.insert(&hash, &state.stack, u64::from(BPF_NOEXIST)) {
+            Ok(()) => {}
+            // Another CPU stored the same stack meanwhile.
+            Err(err) if -(err as i64) == i64::from(errno::EEXIST) => {}
+            Err(_) => {
+                bump(Stat::UnwoundStackMapFull);
+                key.user_stack_id = -errno::ENOMEM;
+                count(key, state.generation);
+                return;
+            }
+        }
+    }
+    key.unwound_stack = hash;
+    count(key, state.generation);
 }
 
 #[cfg(not(test))]

@@ -1,1 +1,601 @@
-//! (being written)
+//! On-disk cache of unwind tables, one file per object, keyed by build id (or by
+//! `dev-inode-size-mtime` for objects without one), so that an object's CFI is parsed once per
+//! node rather than once per process that maps it, and survives agent restarts.
+//!
+//! A file is a fixed header followed by the rows exactly as [`UnwindRow`] lies in memory, so a
+//! table is used straight from its mapping ([`CachedTable::rows`]) without copying. Files are
+//! written to a temporary file in the directory and renamed into place: a file at its final name
+//! is complete and never modified again (a hit only touches its mtime), so a mapping never sees
+//! its contents change. Anything that fails validation (truncated, corrupt, another format
+//! version, written on a host of the other byte order) is rebuilt, never trusted.
+//!
+//! The directory is bounded: after each write the least recently used tables (by mtime, which a
+//! hit refreshes) are deleted until the `.rows` files fit `max_bytes` again.
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use memmap2::Mmap;
+use profiler_common::unwind::{UnwindRow, arch, kind};
+
+use super::table::{TableError, TableInfo, build_rows, build_rows_from_file, map_file};
+
+/// Bumped whenever the file layout or the meaning of rows changes; other versions are rebuilt.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Longest key accepted: build ids are 40 hex digits, `dev-inode-size-mtime` about 60 characters.
+pub const MAX_KEY_LEN: usize = 128;
+
+const MAGIC: [u8; 8] = *b"KLPSROWS";
+/// Written in the host's byte order: a file from a host of the other order does not match.
+const BYTE_ORDER_TAG: u32 = 0x0102_0304;
+const EXTENSION: &str = "rows";
+const TEMP_PREFIX: &str = ".build-";
+/// Temporary files older than this are left over from a crashed build and deleted.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Bytes before the first row. A multiple of the rows' alignment, so that rows in a (page
+/// aligned) mapping are aligned.
+const HEADER_BYTES: usize = 128;
+const ROW_BYTES: usize = std::mem::size_of::<UnwindRow>();
+const _: () = assert!(HEADER_BYTES % std::mem::align_of::<UnwindRow>() == 0);
+const _: () = assert!(ROW_BYTES == 12);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    #[error("cannot create the unwind table cache directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "invalid unwind table cache key `{0}`: expected a build id or dev-inode-size-mtime of at \
+         most {MAX_KEY_LEN} characters"
+    )]
+    InvalidKey(String),
+    #[error("cannot write the unwind table {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// Counters since the cache was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Tables used from disk.
+    pub hits: u64,
+    /// Tables built (missing or invalid on disk).
+    pub builds: u64,
+    /// Builds that replaced an invalid file.
+    pub invalid: u64,
+    /// Files deleted to keep the directory under its bound.
+    pub evictions: u64,
+}
+
+/// A directory of unwind tables bounded to `max_bytes` of `.rows` files.
+#[derive(Debug)]
+pub struct TableCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    hits: AtomicU64,
+    builds: AtomicU64,
+    invalid: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl TableCache {
+    /// Opens (creating it if needed) the cache directory `dir`.
+    pub fn new(dir: PathBuf, max_bytes: u64) -> Result<Self, CacheError> {
+        fs::create_dir_all(&dir).map_err(|source| CacheError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            dir,
+            max_bytes,
+            hits: AtomicU64::new(0),
+            builds: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        })
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            builds: self.builds.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The table of the object `key` from the cache, built from the ELF bytes `elf` when missing.
+    pub fn get_or_build(&self, key: &str, elf: &[u8]) -> Result<CachedTable, CacheError> {
+        self.get_or_else(key, |sink| build_rows(elf, &mut &mut *sink))
+    }
+
+    /// Like [`get_or_build`](Self::get_or_build) from an open ELF file, which is mapped (not
+    /// read into the heap) and only when the table is missing.
+    pub fn get_or_build_file(&self, key: &str, elf: &File) -> Result<CachedTable, CacheError> {
+        self.get_or_else(key, |sink| build_rows_from_file(elf, &mut &mut *sink))
+    }
+
+    /// Path of the table of `key`.
+    pub fn path(&self, key: &str) -> Result<PathBuf, CacheError> {
+        Ok(self.dir.join(format!("{}.{EXTENSION}", file_stem(key)?)))
+    }
+
+    fn get_or_else(
+        &self,
+        key: &str,
+        build: impl FnOnce(&mut dyn FnMut(UnwindRow)) -> Result<TableInfo, TableError>,
+    ) -> Result<CachedTable, CacheError> {
+        let path = self.path(key)?;
+        match File::open(&path) {
+            Ok(file) => {
+                if let Some(table) = CachedTable::from_file(&file) {
+                    // Best effort: a failed touch only makes the table look older to eviction.
+                    let _ = file.set_modified(SystemTime::now());
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(table);
+                }
+                self.invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Unreadable: rebuilding replaces it, or fails to write with a clear error.
+            Err(_) => {
+                self.invalid.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let table = self.build(&path, build)?;
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        self.evict(&path);
+        Ok(table)
+    }
+
+    /// Streams the rows into a temporary file, writes the header last and renames it into place.
+    fn build(
+        &self,
+        path: &Path,
+        build: impl FnOnce(&mut dyn FnMut(UnwindRow)) -> Result<TableInfo, TableError>,
+    ) -> Result<CachedTable, CacheError> {
+        let write_error = |source| CacheError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(write_error)?;
+        let info = {
+            let mut out = BufWriter::new(temp.as_file_mut());
+            out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;
+            let mut failed = None;
+            let info = build(&mut |row| {
+                if failed.is_none()
+                    && let Err(e) = out.write_all(&encode_row(&row))
+                {
+                    failed = Some(e);
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(write_error(e));
+            }
+            out.flush().map_err(write_error)?;
+            info
+        };
+        let file = temp.as_file_mut();
+        file.seek(SeekFrom::Start(0)).map_err(write_error)?;
+        file.write_all(&encode_header(&info)).map_err(write_error)?;
+        // No fsync: a file cut short by a crash fails validation and is rebuilt.
+        let file = temp.persist(path).map_err(|e| write_error(e.error))?;
+        CachedTable::from_file(&file).ok_or_else(|| {
+            write_error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the table just written does not read back",
+            ))
+        })
+    }
+
+    /// Deletes the least recently used tables (never `keep`) until the directory fits the bound,
+    /// and temporary files left by crashed builds. Best effort: errors leave files in place.
+    fn evict(&self, keep: &Path) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut tables = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                let age = now.duration_since(modified).unwrap_or_default();
+                if age > STALE_TEMP_AGE {
+                    let _ = fs::remove_file(&path);
+                }
+            } else if meta.is_file() && path.extension().is_some_and(|e| e == EXTENSION) {
+                tables.push((modified, meta.len(), path));
+            }
+        }
+        let mut total: u64 = tables.iter().map(|(_, len, _)| len).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        tables.sort();
+        for (_, len, path) in tables {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != keep && fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(len);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The file name of `key`: characters other than `[0-9a-zA-Z_-]` become `_`, so a key can never
+/// name a path outside the directory (or a hidden temporary file).
+fn file_stem(key: &str) -> Result<String, CacheError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(CacheError::InvalidKey(
+            key.chars().take(MAX_KEY_LEN).collect(),
+        ));
+    }
+    Ok(key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect())
+}
+
+/// A table on disk, mapped.
+#[derive(Debug)]
+pub struct CachedTable {
+    map: Mmap,
+    info: TableInfo,
+    len: usize,
+}
+
+impl CachedTable {
+    /// One of [`arch`].
+    pub fn arch(&self) -> u32 {
+        self.info.arch
+    }
+
+    /// The counters of the build that wrote this table.
+    pub fn info(&self) -> &TableInfo {
+        &self.info
+    }
+
+    /// The rows, straight from the mapping.
+    pub fn rows(&self) -> &[UnwindRow] {
+        let bytes = self.map.get(HEADER_BYTES..).unwrap_or_default();
+        // Checked in `from_file`; checked again so this function stands on its own.
+        if bytes.len() != self.len * ROW_BYTES
+            || bytes
+                .as_ptr()
+                .align_offset(std::mem::align_of::<UnwindRow>())
+                != 0
+        {
+            return &[];
+        }
+        // SAFETY: `bytes` holds exactly `len` rows' worth of bytes, at an address aligned for
+        // `UnwindRow` (both checked above). `UnwindRow` is `repr(C)`, 12 bytes of integers with
+        // no implicit padding, so every bit pattern is a valid value, and the file wrote each
+        // field in the host's byte order (the header's tag checks it). The slice borrows `self`,
+        // which owns the mapping, and the file behind it is never modified (module docs).
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<UnwindRow>(), self.len) }
+    }
+
+    /// Maps and validates a table file; `None` when it is not a complete table of this format.
+    fn from_file(file: &File) -> Option<Self> {
+        let file_len = file.metadata().ok()?.len();
+        if file_len < HEADER_BYTES as u64 {
+            return None;
+        }
+        // Table files are never modified once at their final name (module docs), only replaced
+        // by rename or unlinked, which leaves this mapping's inode intact: see `map_file`.
+        let map = map_file(file).ok()?;
+        let (info, len) = decode_header(map.get(..HEADER_BYTES)?)?;
+        if map.len().checked_sub(HEADER_BYTES)? != len.checked_mul(ROW_BYTES)? {
+            return None;
+        }
+        let table = Self { map, info, len };
+        let rows = table.rows();
+        let valid = rows.len() == len
+            && rows
+                .iter()
+                .all(|r| r.kind <= kind::UNSUPPORTED && r._pad == 0)
+            && rows.windows(2).all(|w| w[0].pc < w[1].pc);
+        valid.then_some(table)
+    }
+}
+
+fn encode_row(row: &UnwindRow) -> [u8; ROW_BYTES] {
+    // The `repr(C)` layout of `UnwindRow`: pc @0, kind @4, _pad @5, cfa @6, fp @8, ra @10.
+    let mut b = [0; ROW_BYTES];
+    b[0..4].copy_from_slice(&row.pc.to_ne_bytes());
+    b[4] = row.kind;
+    b[5] = row._pad;
+    b[6..8].copy_from_slice(&row.cfa_offset.to_ne_bytes());
+    b[8..10].copy_from_slice(&row.fp_offset.to_ne_bytes());
+    b[10..12].copy_from_slice(&row.ra_offset.to_ne_bytes());
+    b
+}
+
+/// The [`TableInfo`] counters in header order (after the arch).
+fn info_counters(info: &TableInfo) -> [u64; 9] {
+    [
+        info.fdes,
+        info.rows,
+        info.unsupported_rows,
+        info.offset_overflows,
+        info.skipped_fdes,
+        info.overlapping_fdes,
+        info.cfi_errors,
+        info.eh_frame_bytes,
+        info.debug_frame_bytes,
+    ]
+}
+
+/// Header: magic, version, byte-order tag, arch, row size (u32s), row count (u64), the
+/// [`TableInfo`] counters (u64s), zeros up to [`HEADER_BYTES`]; all in the host's byte order.
+fn encode_header(info: &TableInfo) -> [u8; HEADER_BYTES] {
+    let mut words = Vec::with_capacity(HEADER_BYTES);
+    words.extend_from_slice(&MAGIC);
+    for word in [FORMAT_VERSION, BYTE_ORDER_TAG, info.arch, ROW_BYTES as u32] {
+        words.extend_from_slice(&word.to_ne_bytes());
+    }
+    words.extend_from_slice(&info.rows.to_ne_bytes());
+    for counter in info_counters(info) {
+        words.extend_from_slice(&counter.to_ne_bytes());
+    }
+    let mut header = [0; HEADER_BYTES];
+    header[..words.len()].copy_from_slice(&words);
+    header
+}
+
+/// The table's info and row count, when `header` is one this version wrote.
+fn decode_header(header: &[u8]) -> Option<(TableInfo, usize)> {
+    let mut fields = header.get(MAGIC.len()..)?.chunks_exact(4);
+    let mut u32_field = || Some(u32::from_ne_bytes(fields.next()?.try_into().ok()?));
+    let (version, tag, arch, row_bytes) = (u32_field()?, u32_field()?, u32_field()?, u32_field()?);
+    if header.get(..MAGIC.len())? != MAGIC
+        || version != FORMAT_VERSION
+        || tag != BYTE_ORDER_TAG
+        || !(arch == arch::X86_64 || arch == arch::AARCH64)
+        || row_bytes as usize != ROW_BYTES
+    {
+        return None;
+    }
+    let mut words = header
+        .get(MAGIC.len() + 16..)?
+        .chunks_exact(8)
+        .map(|w| w.try_into().map(u64::from_ne_bytes));
+    let mut next = || words.next()?.ok();
+    let count = next()?;
+    let info = TableInfo {
+        arch,
+        fdes: next()?,
+        rows: next()?,
+        unsupported_rows: next()?,
+        offset_overflows: next()?,
+        skipped_fdes: next()?,
+        overlapping_fdes: next()?,
+        cfi_errors: next()?,
+        eh_frame_bytes: next()?,
+        debug_frame_bytes: next()?,
+    };
+    if info.rows != count {
+        return None;
+    }
+    Some((info, usize::try_from(count).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::unwind::table::build_table;
+    use crate::unwind::table::tests::libc_path;
+
+    fn libc() -> Vec<u8> {
+        fs::read(libc_path()).unwrap()
+    }
+
+    fn cache(max_bytes: u64) -> (tempfile::TempDir, TableCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TableCache::new(dir.path().join("unwind"), max_bytes).unwrap();
+        (dir, cache)
+    }
+
+    fn set_age(path: &Path, age: Duration) {
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[test]
+    fn second_lookup_maps_the_file_without_rebuilding() {
+        let (_dir, cache) = cache(u64::MAX);
+        let elf = libc();
+        let expected = build_table(&elf).unwrap();
+        let built = cache.get_or_build("3f2a", &elf).unwrap();
+        assert_eq!(built.rows(), &expected.rows[..]);
+        assert_eq!(built.arch(), expected.arch);
+        assert_eq!(*built.info(), expected.info);
+        let path = cache.path("3f2a").unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+
+        // Not even an ELF file: a hit never looks at the object.
+        let hit = cache.get_or_build("3f2a", b"not an ELF file").unwrap();
+        assert_eq!(hit.rows(), &expected.rows[..]);
+        assert_eq!(*hit.info(), expected.info);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        let stats = cache.stats();
+        assert_eq!((stats.builds, stats.hits, stats.invalid), (1, 1, 0));
+    }
+
+    #[test]
+    fn builds_from_an_open_file() {
+        let (_dir, cache) = cache(u64::MAX);
+        let expected = build_table(&libc()).unwrap();
+        let file = File::open(libc_path()).unwrap();
+        let table = cache
+            .get_or_build_file("8-1234-4096-1700000000", &file)
+            .unwrap();
+        assert_eq!(table.rows(), &expected.rows[..]);
+        let table = cache
+            .get_or_build_file("8-1234-4096-1700000000", &file)
+            .unwrap();
+        assert_eq!(table.rows(), &expected.rows[..]);
+        assert_eq!((cache.stats().builds, cache.stats().hits), (1, 1));
+    }
+
+    #[test]
+    fn corrupt_or_truncated_files_are_rebuilt() {
+        let (_dir, cache) = cache(u64::MAX);
+        let elf = libc();
+        let expected = build_table(&elf).unwrap();
+        drop(cache.get_or_build("k", &elf).unwrap());
+        let path = cache.path("k").unwrap();
+        let good = fs::read(&path).unwrap();
+        let row = |i: usize| HEADER_BYTES + i * ROW_BYTES;
+        let corruptions: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            ("magic", Box::new(|f| f[0] ^= 1)),
+            ("version", Box::new(|f| f[8] = f[8].wrapping_add(1))),
+            ("arch", Box::new(|f| f[16] = 7)),
+            ("row count", Box::new(|f| f[24] ^= 1)),
+            ("truncated", Box::new(|f| f.truncate(f.len() - 1))),
+            ("header only", Box::new(|f| f.truncate(HEADER_BYTES - 1))),
+            ("empty", Box::new(|f| f.clear())),
+            ("row kind", Box::new(move |f| f[row(3) + 4] = 99)),
+            (
+                "row order",
+                Box::new(move |f| f[row(5)..row(5) + 4].fill(0)),
+            ),
+        ];
+        for (n, (what, corrupt)) in corruptions.iter().enumerate() {
+            let mut bytes = good.clone();
+            corrupt(&mut bytes);
+            // Written in place: only safe because no mapping of the file is alive.
+            fs::write(&path, &bytes).unwrap();
+            let table = cache.get_or_build("k", &elf).unwrap();
+            assert_eq!(table.rows(), &expected.rows[..], "{what}");
+            assert_eq!(cache.stats().invalid, n as u64 + 1, "{what}");
+            drop(table);
+            assert_eq!(fs::read(&path).unwrap(), good, "{what}");
+        }
+    }
+
+    #[test]
+    fn eviction_deletes_the_least_recently_used_tables() {
+        let (_dir, probe) = cache(u64::MAX);
+        let elf = libc();
+        drop(probe.get_or_build("probe", &elf).unwrap());
+        let size = fs::metadata(probe.path("probe").unwrap()).unwrap().len();
+
+        // Room for two tables and a half.
+        let (_dir, cache) = cache(size * 5 / 2);
+        let path = |key| cache.path(key).unwrap();
+        drop(cache.get_or_build("a", &elf).unwrap());
+        set_age(&path("a"), Duration::from_secs(300));
+        drop(cache.get_or_build("b", &elf).unwrap());
+        set_age(&path("b"), Duration::from_secs(200));
+        drop(cache.get_or_build("c", &elf).unwrap());
+        assert!(!path("a").exists(), "the oldest goes first");
+        assert!(path("b").exists() && path("c").exists());
+        set_age(&path("c"), Duration::from_secs(100));
+
+        // A hit makes b the most recently used: c goes next.
+        drop(cache.get_or_build("b", &elf).unwrap());
+        drop(cache.get_or_build("d", &elf).unwrap());
+        assert!(!path("c").exists());
+        assert!(path("b").exists() && path("d").exists());
+        assert_eq!(cache.stats().evictions, 2);
+        let total: u64 = fs::read_dir(&cache.dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(total <= size * 5 / 2, "{total}");
+    }
+
+    #[test]
+    fn the_table_just_written_stays_even_over_the_bound() {
+        let (_dir, cache) = cache(1);
+        let table = cache.get_or_build("big", &libc()).unwrap();
+        assert!(cache.path("big").unwrap().exists());
+        assert!(!table.rows().is_empty());
+        assert_eq!(cache.stats().evictions, 0);
+    }
+
+    #[test]
+    fn keys_become_file_names_inside_the_directory() {
+        let (_dir, cache) = cache(u64::MAX);
+        let name = |key| {
+            cache
+                .path(key)
+                .unwrap()
+                .strip_prefix(&cache.dir)
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(name("../etc/passwd"), Path::new("___etc_passwd.rows"));
+        assert_eq!(name(".hidden"), Path::new("_hidden.rows"));
+        assert_eq!(
+            name("8-1234-4096-1700000000"),
+            Path::new("8-1234-4096-1700000000.rows")
+        );
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(name(id), Path::new(&format!("{id}.rows")));
+        assert!(matches!(cache.path(""), Err(CacheError::InvalidKey(_))));
+        let long = "a".repeat(MAX_KEY_LEN + 1);
+        assert!(matches!(cache.path(&long), Err(CacheError::InvalidKey(_))));
+    }
+
+    #[test]
+    fn unusable_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        fs::write(&file, b"").unwrap();
+        let err = TableCache::new(file.join("unwind"), 1).unwrap_err();
+        assert!(matches!(err, CacheError::CreateDir { .. }), "{err}");
+    }
+
+    #[test]
+    fn header_round_trips_every_counter() {
+        let info = TableInfo {
+            arch: arch::AARCH64,
+            fdes: 1,
+            rows: 2,
+            unsupported_rows: 3,
+            offset_overflows: 4,
+            skipped_fdes: 5,
+            overlapping_fdes: 6,
+            cfi_errors: 7,
+            eh_frame_bytes: 8,
+            debug_frame_bytes: 9,
+        };
+        assert_eq!(decode_header(&encode_header(&info)), Some((info, 2)));
+    }
+}

@@ -5,5 +5,6 @@
 //! The table format and the unwinding step live in [`profiler_common::unwind`], shared with the
 //! BPF program.
 pub mod cache;
+pub mod loader;
 pub mod replay;
 pub mod table;

@@ -90,6 +90,130 @@ pub fn build_rust(name: &str) -> PathBuf {
     .clone()
 }
 
+/// Builds a workload once per test process into `target/test-workloads/nofp/` (apart from the
+/// frame-pointer builds of the same names). `compile(src, out)` gives the compiler command.
+fn build_once(file: &str, compile: impl FnOnce(&Path, &Path) -> Command) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some(out) = built.get(file) {
+        return out.clone();
+    }
+    let src = workspace_root().join("tests/workloads").join(file);
+    let dir = out_dir().join("nofp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(Path::new(file).file_stem().unwrap());
+    let status = compile(&src, &out).status().expect("the compiler runs");
+    assert!(status.success(), "building {} failed", src.display());
+    built.insert(file.to_string(), out.clone());
+    out
+}
+
+/// Compiles `tests/workloads/<name>.c` optimised and without frame pointers, so only
+/// `.eh_frame` tells how to unwind it. Sibling-call optimisation is off: a tail call leaves no
+/// frame, and the call chains the tests look for must all be on the stack.
+pub fn build_c_nofp(name: &str) -> PathBuf {
+    build_once(&format!("{name}.c"), |src, out| {
+        let mut cmd = Command::new("gcc");
+        cmd.args([
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-o",
+        ])
+        .arg(out)
+        .arg(src);
+        cmd
+    })
+}
+
+/// Compiles `tests/workloads/<name>.rs` release-like (opt-level 3), without frame pointers and
+/// with debug info.
+pub fn build_rust_nofp(name: &str) -> PathBuf {
+    build_once(&format!("{name}.rs"), |src, out| {
+        let mut cmd = Command::new("rustc");
+        cmd.args([
+            "--edition",
+            "2021",
+            "-C",
+            "opt-level=3",
+            "-C",
+            "force-frame-pointers=no",
+            "-g",
+            "-o",
+        ])
+        .arg(out)
+        .arg(src);
+        cmd
+    })
+}
+
+/// Samples `pid` with `perf record --call-graph dwarf` (perf copies 8 KiB of user stack per
+/// sample and unwinds it with the objects' CFI) for `seconds`, and counts the stacks as
+/// `leaf;…;main` paths: leaf first, cut after `main` (what lies below it differs between libc
+/// versions and is not what a comparison is about). Stacks that never reach `main` are kept
+/// whole. Needs perf (`apt-get install linux-perf`) and the right to profile `pid`.
+pub fn perf_dwarf_paths(pid: u32, seconds: u32) -> BTreeMap<String, u64> {
+    let dir = temp_dir();
+    let data = dir.path().join("perf.data");
+    let out = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "99",
+            "-e",
+            "cpu-clock",
+            "--call-graph",
+            "dwarf",
+        ])
+        .args(["-p", &pid.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &seconds.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .expect("perf runs (apt-get install linux-perf)");
+    assert!(
+        out.status.success(),
+        "perf record: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One block per sample: an empty header line (no header fields asked for: `-p` already
+    // limits the samples to one process), then "<ip> <symbol>" per frame, leaf first.
+    // --no-inline: one name per frame, the function the code belongs to, as our unwinder reports.
+    let out = Command::new("perf")
+        .args(["script", "--no-inline", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf runs");
+    assert!(
+        out.status.success(),
+        "perf script: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut paths = BTreeMap::new();
+    let mut frames: Vec<&str> = Vec::new();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines().chain(std::iter::once("")) {
+        let line = line.trim();
+        if line.is_empty() {
+            if let Some(main) = frames.iter().position(|f| *f == "main") {
+                frames.truncate(main + 1);
+            }
+            if !frames.is_empty() {
+                *paths.entry(frames.join(";")).or_default() += 1;
+            }
+            frames.clear();
+            continue;
+        }
+        frames.push(
+            line.split_once(' ')
+                .map_or("[unknown]", |(_, sym)| sym.trim()),
+        );
+    }
+    paths
+}
+
 /// A running workload, killed when dropped.
 pub struct Workload {
     pub child: Child,

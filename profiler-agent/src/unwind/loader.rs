@@ -1,0 +1,665 @@
+//! Keeps the kernel-side unwinder's maps in step with the processes being sampled: builds (or
+//! reads from the disk cache) the table of every object a process maps, lays each table out as
+//! one contiguous run of row chunks with an extent per 64 KiB page, and writes each process's
+//! mappings with their load biases.
+//!
+//! Bounds: the row array ([`UNWIND_ROW_CHUNKS`] chunks), the page map ([`UNWIND_PAGE_ENTRIES`]) and
+//! the process map ([`UNWIND_PROCESS_ENTRIES`]) are fixed in the kernel; tables no sampled process
+//! maps stay loaded until their space is needed and are then evicted, least recently used first.
+//! Tables that still do not fit are not loaded (counted): their frames unwind by frame pointers.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use profiler_common::unwind::{
+    self, MAX_MAPPINGS, PageExtent, PageKey, ProcessMappings, TABLE_PAGE_SHIFT, UnwindRow, kind,
+};
+use profiler_common::{
+    RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES, UNWIND_ROW_CHUNKS,
+};
+
+use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
+use crate::types::Pid;
+use crate::unwind::cache::TableCache;
+
+/// What the loader writes to; implemented over the BPF maps by [`crate::bpf`], and in memory for
+/// tests.
+pub trait UnwindMaps {
+    fn write_chunk(&mut self, index: u32, chunk: &RowChunk) -> Result<(), String>;
+    fn set_page(&mut self, key: PageKey, extent: PageExtent) -> Result<(), String>;
+    fn remove_page(&mut self, key: PageKey);
+    fn set_process(&mut self, pid: Pid, mappings: &ProcessMappings) -> Result<(), String>;
+    fn remove_process(&mut self, pid: Pid);
+}
+
+/// Counters for `/metrics` and the run summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoaderStats {
+    /// Tables loaded into the kernel (cumulative).
+    pub tables_loaded: u64,
+    /// Tables evicted to make room (cumulative).
+    pub tables_evicted: u64,
+    /// Objects whose table could not be built (no CFI, unsupported format, I/O error).
+    pub table_errors: u64,
+    /// Tables that did not fit in the kernel maps even after eviction.
+    pub tables_too_big: u64,
+    /// Processes whose mappings could not be written (process map full).
+    pub process_errors: u64,
+    /// Chunks of the row array in use now.
+    pub chunks_in_use: u64,
+    /// Processes with tables now.
+    pub processes: u64,
+}
+
+/// A table in the kernel.
+struct LoadedTable {
+    id: u32,
+    /// First chunk and number of chunks of its rows.
+    chunks: (u32, u32),
+    pages: Vec<PageKey>,
+    /// Executable PT_LOAD segments: (file offset, virtual address, file size).
+    segments: Vec<(u64, u64, u64)>,
+    /// Processes whose mappings use it now.
+    users: usize,
+    /// When it was last used (a logical clock), for eviction.
+    last_used: u64,
+}
+
+enum TableState {
+    Loaded(LoadedTable),
+    /// Building or loading failed; not retried while the file stays mapped.
+    Failed,
+}
+
+/// The loader. One per sampler.
+pub struct TableLoader {
+    cache: TableCache,
+    arch: u32,
+    tables: HashMap<ObjectKey, TableState>,
+    free: ChunkAllocator,
+    pages_in_use: usize,
+    next_id: u32,
+    clock: u64,
+    /// pid → (signature of its mappings, objects whose tables it uses).
+    processes: HashMap<Pid, (u64, Vec<ObjectKey>)>,
+    stats: LoaderStats,
+}
+
+/// Where tables are cached on disk, and how much they may take.
+#[derive(Clone, Debug)]
+pub struct LoaderOptions {
+    pub cache_dir: PathBuf,
+    pub cache_max_bytes: u64,
+}
+
+impl TableLoader {
+    pub fn new(opts: &LoaderOptions, arch: u32) -> Result<Self, String> {
+        let cache = TableCache::new(opts.cache_dir.clone(), opts.cache_max_bytes).map_err(|e| {
+            format!(
+                "cannot use {} for unwind tables: {e}",
+                opts.cache_dir.display()
+            )
+        })?;
+        Ok(Self {
+            cache,
+            arch,
+            tables: HashMap::new(),
+            free: ChunkAllocator::new(UNWIND_ROW_CHUNKS),
+            pages_in_use: 0,
+            next_id: 1,
+            clock: 0,
+            processes: HashMap::new(),
+            stats: LoaderStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> LoaderStats {
+        LoaderStats {
+            chunks_in_use: u64::from(UNWIND_ROW_CHUNKS - self.free.free_chunks()),
+            processes: self.processes.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Brings the kernel's view of `process` up to date: loads the tables of its objects and
+    /// writes its mappings. Cheap when nothing changed since the last call.
+    pub fn update(&mut self, maps: &mut impl UnwindMaps, process: &ProcessInfo) {
+        let Some(pid) = process.pid else { return };
+        if !process.alive {
+            return;
+        }
+        let objects: Vec<(&crate::process::Mapping, &Arc<ObjectFile>)> = process
+            .mappings
+            .iter()
+            .filter_map(|m| m.object.as_ref().map(|o| (m, o)))
+            .collect();
+        let signature = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for (m, o) in &objects {
+                (m.start.0, m.end.0, m.offset.0, o.key).hash(&mut h);
+            }
+            h.finish()
+        };
+        if self
+            .processes
+            .get(&pid)
+            .is_some_and(|(sig, _)| *sig == signature)
+        {
+            return;
+        }
+        if !self.processes.contains_key(&pid)
+            && self.processes.len() >= UNWIND_PROCESS_ENTRIES as usize
+        {
+            self.stats.process_errors += 1;
+            return;
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let mut entry = ProcessMappings::default();
+        let mut used = Vec::new();
+        for (mapping, object) in objects {
+            if entry.len as usize >= MAX_MAPPINGS {
+                break;
+            }
+            let Some(table) = self.ensure_loaded(maps, object) else {
+                continue;
+            };
+            let Some(bias) = load_bias(&table.segments, mapping.start.0, mapping.offset.0) else {
+                continue;
+            };
+            table.last_used = clock;
+            entry.mappings[entry.len as usize] = unwind::Mapping {
+                start: mapping.start.0,
+                end: mapping.end.0,
+                bias,
+                table_id: table.id,
+                _pad: 0,
+            };
+            entry.len += 1;
+            used.push(object.key);
+        }
+        used.sort_by_key(|k| (k.dev, k.inode));
+        used.dedup();
+        if entry.len == 0 {
+            self.forget(maps, &[pid]);
+            return;
+        }
+        if maps.set_process(pid, &entry).is_err() {
+            self.stats.process_errors += 1;
+            self.forget(maps, &[pid]);
+            return;
+        }
+        for key in &used {
+            if let Some(TableState::Loaded(t)) = self.tables.get_mut(key) {
+                t.users += 1;
+            }
+        }
+        if let Some((_, old)) = self.processes.insert(pid, (signature, used)) {
+            self.release(&old);
+        }
+    }
+
+    /// Drops exited processes from the kernel's view. Their tables stay loaded, unused, until
+    /// the space is needed.
+    pub fn forget(&mut self, maps: &mut impl UnwindMaps, pids: &[Pid]) {
+        for pid in pids {
+            if let Some((_, used)) = self.processes.remove(pid) {
+                maps.remove_process(*pid);
+                self.release(&used);
+            }
+        }
+    }
+
+    /// Objects the process table let go of: their tables can go at once (nothing maps them).
+    pub fn forget_objects(&mut self, maps: &mut impl UnwindMaps, objects: &[Arc<ObjectFile>]) {
+        for object in objects {
+            let unused = match self.tables.get(&object.key) {
+                Some(TableState::Loaded(t)) => t.users == 0,
+                Some(TableState::Failed) => true,
+                None => false,
+            };
+            if unused {
+                self.unload(maps, object.key);
+            }
+        }
+    }
+
+    fn release(&mut self, used: &[ObjectKey]) {
+        for key in used {
+            if let Some(TableState::Loaded(t)) = self.tables.get_mut(key) {
+                t.users = t.users.saturating_sub(1);
+            }
+        }
+    }
+
+    fn unload(&mut self, maps: &mut impl UnwindMaps, key: ObjectKey) {
+        if let Some(TableState::Loaded(t)) = self.tables.remove(&key) {
+            for page in &t.pages {
+                maps.remove_page(*page);
+            }
+            self.pages_in_use -= t.pages.len();
+            self.free.release(t.chunks.0, t.chunks.1);
+            self.stats.tables_evicted += 1;
+        }
+    }
+
+    /// Evicts the least recently used table no process uses; false if there is none.
+    fn evict_one(&mut self, maps: &mut impl UnwindMaps) -> bool {
+        let victim = self
+            .tables
+            .iter()
+            .filter_map(|(k, s)| match s {
+                TableState::Loaded(t) if t.users == 0 => Some((t.last_used, *k)),
+                _ => None,
+            })
+            .min_by_key(|(used, _)| *used);
+        match victim {
+            Some((_, key)) => {
+                self.unload(maps, key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn ensure_loaded(
+        &mut self,
+        maps: &mut impl UnwindMaps,
+        object: &ObjectFile,
+    ) -> Option<&mut LoadedTable> {
+        if !self.tables.contains_key(&object.key) {
+            let state = match self.load(maps, object) {
+                Some(table) => {
+                    self.stats.tables_loaded += 1;
+                    TableState::Loaded(table)
+                }
+                None => TableState::Failed,
+            };
+            self.tables.insert(object.key, state);
+        }
+        match self.tables.get_mut(&object.key) {
+            Some(TableState::Loaded(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn load(&mut self, maps: &mut impl UnwindMaps, object: &ObjectFile) -> Option<LoadedTable> {
+        // SAFETY: the file is mapped read-only and private; a concurrent truncation could fault,
+        // which executables being run do not suffer (the kernel forbids writing them: ETXTBSY).
+        let data = match unsafe { memmap2::Mmap::map(object.file()) } {
+            Ok(data) => data,
+            Err(_) => {
+                self.stats.table_errors += 1;
+                return None;
+            }
+        };
+        let segments = executable_segments(&data);
+        let key = cache_key(object);
+        let table = match self.cache.get_or_build(&key, &data) {
+            Ok(table) if table.arch() == self.arch && !segments.is_empty() => table,
+            _ => {
+                self.stats.table_errors += 1;
+                return None;
+            }
+        };
+        let pages = split_pages(table.rows());
+        let total_rows: usize = pages.iter().map(|(_, rows)| rows.len()).sum();
+        let chunks = total_rows.div_ceil(UNWIND_CHUNK_ROWS as usize) as u32;
+        if chunks == 0 {
+            self.stats.table_errors += 1;
+            return None;
+        }
+        let start = loop {
+            let room_for_pages = self.pages_in_use + pages.len() <= UNWIND_PAGE_ENTRIES as usize;
+            if room_for_pages && let Some(start) = self.free.allocate(chunks) {
+                break start;
+            }
+            if !self.evict_one(maps) {
+                self.stats.tables_too_big += 1;
+                return None;
+            }
+        };
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let mut loaded = LoadedTable {
+            id,
+            chunks: (start, chunks),
+            pages: Vec::with_capacity(pages.len()),
+            segments,
+            users: 0,
+            last_used: self.clock,
+        };
+        // Rows first, then the pages that point at them: the kernel never sees a page whose
+        // rows are not there yet.
+        let mut chunk = RowChunk::default();
+        let mut filled = 0usize;
+        let mut chunk_index = start;
+        let mut extents = Vec::with_capacity(pages.len());
+        let mut row_index = start * UNWIND_CHUNK_ROWS;
+        let mut ok = true;
+        for (page, rows) in &pages {
+            extents.push((
+                *page,
+                PageExtent {
+                    start: row_index,
+                    len: rows.len() as u32,
+                },
+            ));
+            row_index += rows.len() as u32;
+            for row in rows {
+                chunk.rows[filled] = *row;
+                filled += 1;
+                if filled == UNWIND_CHUNK_ROWS as usize {
+                    ok &= maps.write_chunk(chunk_index, &chunk).is_ok();
+                    chunk_index += 1;
+                    filled = 0;
+                }
+            }
+        }
+        if filled > 0 {
+            ok &= maps.write_chunk(chunk_index, &chunk).is_ok();
+        }
+        for (page, extent) in extents {
+            let key = PageKey { table_id: id, page };
+            if ok {
+                ok = maps.set_page(key, extent).is_ok();
+            }
+            loaded.pages.push(key);
+        }
+        self.pages_in_use += loaded.pages.len();
+        if !ok {
+            for key in &loaded.pages {
+                maps.remove_page(*key);
+            }
+            self.pages_in_use -= loaded.pages.len();
+            self.free.release(start, chunks);
+            self.stats.table_errors += 1;
+            return None;
+        }
+        Some(loaded)
+    }
+}
+
+/// The disk-cache key of an object: its build id, else its identity and size and mtime.
+fn cache_key(object: &ObjectFile) -> String {
+    if let Some(id) = &object.build_id {
+        return id.to_string();
+    }
+    let meta = object.file().metadata().ok();
+    let (size, mtime) = meta.map_or((0, 0), |m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.size(), m.mtime())
+    });
+    format!(
+        "{}_{}-{}-{size}-{mtime}",
+        object.key.dev.0, object.key.dev.1, object.key.inode
+    )
+}
+
+/// Executable PT_LOAD segments of an ELF file: (file offset, virtual address, file size).
+pub fn executable_segments(data: &[u8]) -> Vec<(u64, u64, u64)> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(data) else {
+        return Vec::new();
+    };
+    let Ok(endian) = header.endian() else {
+        return Vec::new();
+    };
+    let Ok(headers) = header.program_headers(endian, data) else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .filter(|h| {
+            h.p_type(endian) == object::elf::PT_LOAD && h.p_flags(endian) & object::elf::PF_X != 0
+        })
+        .map(|h| (h.p_offset(endian), h.p_vaddr(endian), h.p_filesz(endian)))
+        .collect()
+}
+
+/// Load bias of a mapping (runtime address − object virtual address), from the executable segment
+/// containing its file offset. Mappings start on a page boundary, possibly before the segment's
+/// own offset, so the segment is matched page-aligned.
+pub fn load_bias(segments: &[(u64, u64, u64)], start: u64, file_offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let (p_offset, p_vaddr, _) = segments.iter().find(|(off, _, size)| {
+        let first = off & !(PAGE - 1);
+        file_offset >= first && file_offset < off + size
+    })?;
+    let vaddr = file_offset.wrapping_add(p_vaddr.wrapping_sub(*p_offset));
+    Some(start.wrapping_sub(vaddr))
+}
+
+/// Splits a table into 64 KiB pages of the object's address space. Each page's rows start with
+/// the rule in force at the page's first byte; pages entirely without CFI are left out (the
+/// kernel then unwinds by frame pointers, as a `NO_INFO` row would tell it to).
+pub fn split_pages(rows: &[UnwindRow]) -> Vec<(u32, Vec<UnwindRow>)> {
+    let mut pages: BTreeMap<u32, Vec<UnwindRow>> = BTreeMap::new();
+    let mut previous: Option<UnwindRow> = None;
+    for row in rows {
+        let page = row.pc >> TABLE_PAGE_SHIFT;
+        // Pages between the previous row and this one run entirely under the previous rule.
+        if let Some(prev) = previous {
+            let prev_page = prev.pc >> TABLE_PAGE_SHIFT;
+            if prev.kind != kind::NO_INFO {
+                for p in prev_page + 1..page {
+                    pages.insert(
+                        p,
+                        vec![UnwindRow {
+                            pc: p << TABLE_PAGE_SHIFT,
+                            ..prev
+                        }],
+                    );
+                }
+            }
+        }
+        let page_start = page << TABLE_PAGE_SHIFT;
+        let entry = pages.entry(page).or_default();
+        if entry.is_empty() && row.pc != page_start {
+            // The page's first byte is under the previous rule (or none).
+            let first = match previous {
+                Some(prev) if prev.kind != kind::NO_INFO => UnwindRow {
+                    pc: page_start,
+                    ..prev
+                },
+                _ => UnwindRow {
+                    pc: page_start,
+                    kind: kind::NO_INFO,
+                    ..UnwindRow::default()
+                },
+            };
+            entry.push(first);
+        }
+        entry.push(*row);
+        previous = Some(*row);
+    }
+    pages.into_iter().collect()
+}
+
+/// First-fit allocator of contiguous chunk runs, coalescing on release.
+#[derive(Debug)]
+pub struct ChunkAllocator {
+    /// start → length of each free run.
+    free: BTreeMap<u32, u32>,
+}
+
+impl ChunkAllocator {
+    pub fn new(chunks: u32) -> Self {
+        let mut free = BTreeMap::new();
+        if chunks > 0 {
+            free.insert(0, chunks);
+        }
+        Self { free }
+    }
+
+    pub fn free_chunks(&self) -> u32 {
+        self.free.values().sum()
+    }
+
+    pub fn allocate(&mut self, len: u32) -> Option<u32> {
+        let (&start, &run) = self.free.iter().find(|(_, run)| **run >= len)?;
+        self.free.remove(&start);
+        if run > len {
+            self.free.insert(start + len, run - len);
+        }
+        Some(start)
+    }
+
+    pub fn release(&mut self, start: u32, len: u32) {
+        let mut start = start;
+        let mut len = len;
+        if let Some((&prev, &prev_len)) = self.free.range(..start).next_back()
+            && prev + prev_len == start
+        {
+            self.free.remove(&prev);
+            start = prev;
+            len += prev_len;
+        }
+        if let Some(&next_len) = self.free.get(&(start + len)) {
+            self.free.remove(&(start + len));
+            len += next_len;
+        }
+        self.free.insert(start, len);
+    }
+}
+
+/// In-memory [`UnwindMaps`], for tests and replay: what the kernel would hold.
+#[derive(Default)]
+pub struct InMemoryMaps {
+    pub chunks: HashMap<u32, RowChunk>,
+    pub pages: HashMap<PageKey, PageExtent>,
+    pub processes: HashMap<Pid, ProcessMappings>,
+}
+
+impl InMemoryMaps {
+    /// The row the kernel would find for an object address, as the BPF program looks it up.
+    pub fn lookup_row(&self, table_id: u32, vaddr: u64) -> Option<UnwindRow> {
+        let vaddr = u32::try_from(vaddr).ok()?;
+        let extent = self.pages.get(&PageKey {
+            table_id,
+            page: vaddr >> TABLE_PAGE_SHIFT,
+        })?;
+        let row_at = |i: u32| {
+            let index = extent.start + i;
+            self.chunks
+                .get(&(index / UNWIND_CHUNK_ROWS))
+                .map(|c| c.rows[(index % UNWIND_CHUNK_ROWS) as usize])
+        };
+        let i = unwind::find_row(
+            extent.len,
+            vaddr,
+            &mut |i| row_at(i).map(|r| r.pc),
+            &mut unwind::Identity,
+        )?;
+        row_at(i)
+    }
+}
+
+impl UnwindMaps for InMemoryMaps {
+    fn write_chunk(&mut self, index: u32, chunk: &RowChunk) -> Result<(), String> {
+        self.chunks.insert(index, *chunk);
+        Ok(())
+    }
+    fn set_page(&mut self, key: PageKey, extent: PageExtent) -> Result<(), String> {
+        self.pages.insert(key, extent);
+        Ok(())
+    }
+    fn remove_page(&mut self, key: PageKey) {
+        self.pages.remove(&key);
+    }
+    fn set_process(&mut self, pid: Pid, mappings: &ProcessMappings) -> Result<(), String> {
+        self.processes.insert(pid, *mappings);
+        Ok(())
+    }
+    fn remove_process(&mut self, pid: Pid) {
+        self.processes.remove(&pid);
+    }
+}
+
+/// Pids whose entries a set of maps holds (for tests).
+pub fn process_ids(maps: &InMemoryMaps) -> HashSet<Pid> {
+    maps.processes.keys().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pc: u32, kind: u8, cfa: i16) -> UnwindRow {
+        UnwindRow {
+            pc,
+            kind,
+            _pad: 0,
+            cfa_offset: cfa,
+            fp_offset: 0,
+            ra_offset: -8,
+        }
+    }
+
+    #[test]
+    fn pages_start_with_the_rule_in_force() {
+        let rows = [
+            row(0x1_0000, kind::CFA_SP, 8),
+            row(0x1_fff0, kind::CFA_SP, 16),
+            // A long function spanning two more pages.
+            row(0x4_0010, kind::NO_INFO, 0),
+            row(0x6_0000, kind::CFA_SP, 8),
+            row(0x6_0100, kind::NO_INFO, 0),
+        ];
+        let pages = split_pages(&rows);
+        let keys: Vec<u32> = pages.iter().map(|(p, _)| *p).collect();
+        assert_eq!(keys, vec![1, 2, 3, 4, 6]);
+        assert_eq!(pages[0].1, vec![rows[0], rows[1]]);
+        assert_eq!(pages[1].1, vec![row(0x2_0000, kind::CFA_SP, 16)]);
+        assert_eq!(pages[2].1, vec![row(0x3_0000, kind::CFA_SP, 16)]);
+        assert_eq!(
+            pages[3].1,
+            vec![row(0x4_0000, kind::CFA_SP, 16), rows[2]],
+            "the rule runs up to the NO_INFO row"
+        );
+        assert_eq!(pages[4].1, vec![rows[3], rows[4]]);
+    }
+
+    #[test]
+    fn a_page_starting_mid_gap_has_no_info_first() {
+        let rows = [
+            row(0x1_0100, kind::CFA_SP, 8),
+            row(0x1_0200, kind::NO_INFO, 0),
+        ];
+        let pages = split_pages(&rows);
+        assert_eq!(pages.len(), 1);
+        assert_eq!(pages[0].1[0].kind, kind::NO_INFO);
+        assert_eq!(pages[0].1[0].pc, 0x1_0000);
+        assert_eq!(&pages[0].1[1..], &rows);
+    }
+
+    #[test]
+    fn allocator_first_fit_and_coalescing() {
+        let mut a = ChunkAllocator::new(10);
+        assert_eq!(a.allocate(4), Some(0));
+        assert_eq!(a.allocate(4), Some(4));
+        assert_eq!(a.allocate(4), None);
+        a.release(0, 4);
+        assert_eq!(a.allocate(3), Some(0));
+        a.release(4, 4);
+        a.release(0, 3);
+        assert_eq!(a.free_chunks(), 10);
+        assert_eq!(a.allocate(10), Some(0), "released runs coalesce");
+    }
+
+    #[test]
+    fn bias_from_the_segment_holding_the_offset() {
+        // A PIE: text at file offset 0x1040, vaddr 0x1040, mapped at 0x5555_5555_5000 from
+        // offset 0x1000.
+        let segments = [(0x1040, 0x1040, 0x2000)];
+        assert_eq!(
+            load_bias(&segments, 0x5555_5555_5000, 0x1000),
+            Some(0x5555_5555_4000)
+        );
+        // A non-PIE: vaddr 0x401000 at offset 0x1000, mapped where it says.
+        let segments = [(0x1000, 0x40_1000, 0x2000)];
+        assert_eq!(load_bias(&segments, 0x40_1000, 0x1000), Some(0));
+        assert_eq!(load_bias(&segments, 0x40_1000, 0x9000), None);
+    }
+}

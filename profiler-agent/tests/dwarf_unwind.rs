@@ -1,0 +1,280 @@
+//! The kernel-side table unwinder on programs built without frame pointers: stacks must reach
+//! `main` and libc's start code in the right order, where frame pointers alone do not, and the
+//! leaf-to-main paths must match `perf record --call-graph dwarf` on the same process.
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+/// Folded stacks root first; kernel frames dropped (the user side is what is unwound here).
+fn user_stacks(folded: &BTreeMap<Vec<String>, u64>) -> Vec<(Vec<String>, u64)> {
+    folded
+        .iter()
+        .map(|(stack, n)| {
+            let frames: Vec<String> = stack
+                .iter()
+                .filter(|f| !f.ends_with("_[k]"))
+                .cloned()
+                .collect();
+            (frames, *n)
+        })
+        .collect()
+}
+
+fn samples_with(stacks: &[(Vec<String>, u64)], pred: impl Fn(&[String]) -> bool) -> u64 {
+    stacks.iter().filter(|(s, _)| pred(s)).map(|(_, n)| n).sum()
+}
+
+/// Root-first `window` appears contiguously in `stack`.
+fn has_window(stack: &[String], window: &[&str]) -> bool {
+    stack
+        .windows(window.len())
+        .any(|w| w.iter().zip(window).all(|(a, b)| a == b))
+}
+
+fn profile(workload: &Path, unwind: &str, seconds: &str) -> (BTreeMap<Vec<String>, u64>, String) {
+    let w = Workload::start(workload, &[]);
+    let dir = temp_dir();
+    let out = dir.path().join("p.folded");
+    let cache = dir.path().join("tables");
+    let pid = w.pid().to_string();
+    let output = run_agent(&[
+        "--pid",
+        &pid,
+        "--duration",
+        seconds,
+        "--unwind",
+        unwind,
+        "--unwind-cache-dir",
+        cache.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "agent failed: {stderr}");
+    (read_folded(&out), stderr)
+}
+
+fn top(stacks: &[(Vec<String>, u64)]) -> String {
+    let mut sorted: Vec<_> = stacks.to_vec();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1));
+    sorted
+        .iter()
+        .take(6)
+        .map(|(s, n)| format!("  {n} {}", s.join(";")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn c_without_frame_pointers_unwinds_to_main_with_tables_and_not_with_frame_pointers() {
+    if !require_root() {
+        return;
+    }
+    let workload = build_c_nofp("nofp");
+    let (dwarf, summary) = profile(&workload, "dwarf", "4s");
+    let dwarf = user_stacks(&dwarf);
+    let total = samples_with(&dwarf, |_| true);
+    assert!(total > 100, "too few samples: {total}\n{summary}");
+    let to_main = samples_with(&dwarf, |s| {
+        has_window(s, &["__libc_start_call_main", "main", "run"])
+    });
+    let sort = samples_with(&dwarf, |s| {
+        has_window(s, &["main", "run", "level_a", "level_b"])
+            && s.iter().any(|f| f.contains("qsort"))
+    });
+    let callback = samples_with(&dwarf, |s| {
+        has_window(s, &["level_a", "level_b"])
+            && s.iter().any(|f| f == "compare_keys")
+            && s.iter().position(|f| f.contains("qsort"))
+                < s.iter().position(|f| f == "compare_keys")
+    });
+    let spin = samples_with(&dwarf, |s| has_window(s, &["main", "run", "spin"]));
+    eprintln!(
+        "dwarf: {total} samples, {to_main} reach main, {sort} in the sort, {callback} in the callback, {spin} in spin\n{}\n{summary}",
+        top(&dwarf)
+    );
+    assert!(
+        to_main * 100 >= total * 95,
+        "only {to_main} of {total} stacks reach __libc_start_call_main;main;run:\n{}",
+        top(&dwarf)
+    );
+    assert!(sort * 100 >= total * 20, "sort branch: {sort} of {total}");
+    assert!(
+        callback > 0,
+        "no stack shows qsort calling compare_keys:\n{}",
+        top(&dwarf)
+    );
+    assert!(spin * 100 >= total * 20, "spin branch: {spin} of {total}");
+    assert!(
+        summary.contains("unwind:"),
+        "the summary reports the unwinder: {summary}"
+    );
+
+    let (fp, _) = profile(&workload, "fp", "2s");
+    let fp = user_stacks(&fp);
+    let fp_total = samples_with(&fp, |_| true);
+    let fp_main = samples_with(&fp, |s| s.iter().any(|f| f == "main"));
+    eprintln!("fp: {fp_total} samples, {fp_main} reach main\n{}", top(&fp));
+    assert!(
+        fp_main * 100 <= fp_total * 50,
+        "frame pointers alone should not reach main in a -fomit-frame-pointer build ({fp_main} of {fp_total})"
+    );
+}
+
+#[test]
+fn rust_release_build_unwinds_to_main() {
+    if !require_root() {
+        return;
+    }
+    let workload = build_rust_nofp("nofp_rust");
+    let (dwarf, summary) = profile(&workload, "auto", "3s");
+    let dwarf = user_stacks(&dwarf);
+    let total = samples_with(&dwarf, |_| true);
+    let chain = samples_with(&dwarf, |s| {
+        has_window(
+            s,
+            &[
+                "nofp_rust::run",
+                "nofp_rust::outer",
+                "nofp_rust::inner",
+                "nofp_rust::spin",
+            ],
+        ) && s.iter().any(|f| f == "main")
+    });
+    eprintln!("{chain} of {total}\n{}\n{summary}", top(&dwarf));
+    assert!(total > 100, "too few samples: {total}");
+    assert!(
+        chain * 100 >= total * 90,
+        "only {chain} of {total} reach main through run;outer;inner;spin:\n{}",
+        top(&dwarf)
+    );
+}
+
+/// Projects a leaf-first path onto the workload's own functions and libc's sort, collapsing the
+/// sort's recursion (its depth differs sample to sample) and libc's internal names (perf names
+/// `msort_with_tmp.part.0` what DWARF names `msort_with_tmp`).
+fn project(leaf_first: &[&str]) -> String {
+    const OWN: [&str; 7] = [
+        "mix",
+        "compare_keys",
+        "level_b",
+        "level_a",
+        "run",
+        "spin",
+        "main",
+    ];
+    let mut out: Vec<&str> = Vec::new();
+    for f in leaf_first {
+        let name = if OWN.contains(f) {
+            *f
+        } else if f.contains("qsort") || f.contains("msort") {
+            "<libc sort>"
+        } else {
+            continue;
+        };
+        if out.last() != Some(&name) {
+            out.push(name);
+        }
+        if name == "main" {
+            break;
+        }
+    }
+    out.join(";")
+}
+
+#[test]
+fn leaf_to_main_paths_match_perf_dwarf() {
+    if !require_root() {
+        return;
+    }
+    let workload = build_c_nofp("nofp");
+    let w = Workload::start(&workload, &[]);
+    let pid = w.pid();
+    let dir = temp_dir();
+    let out = dir.path().join("p.folded");
+    let cache = dir.path().join("tables");
+    // Both sample the same process over the same seconds.
+    let agent = std::process::Command::new(agent_binary())
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            "6s",
+            "--unwind",
+            "dwarf",
+        ])
+        .arg("--unwind-cache-dir")
+        .arg(&cache)
+        .arg("--output")
+        .arg(&out)
+        .arg("--quiet")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let perf = perf_dwarf_paths(pid, 6);
+    let agent = agent.wait_with_output().expect("agent runs");
+    assert!(
+        agent.status.success(),
+        "agent: {}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let ours = read_folded(&out);
+
+    let mut perf_paths: BTreeMap<String, u64> = BTreeMap::new();
+    for (path, n) in &perf {
+        let frames: Vec<&str> = path.split(';').collect();
+        *perf_paths.entry(project(&frames)).or_default() += n;
+    }
+    let mut our_paths: BTreeMap<String, u64> = BTreeMap::new();
+    for (stack, n) in user_stacks(&ours) {
+        let frames: Vec<&str> = stack.iter().rev().map(String::as_str).collect();
+        *our_paths.entry(project(&frames)).or_default() += n;
+    }
+    let perf_total: u64 = perf_paths.values().sum();
+    let our_total: u64 = our_paths.values().sum();
+    let share = |m: &BTreeMap<String, u64>, total: u64, k: &str| {
+        100.0 * *m.get(k).unwrap_or(&0) as f64 / total.max(1) as f64
+    };
+    let mut report = String::new();
+    let mut keys: Vec<&String> = perf_paths.keys().chain(our_paths.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in &keys {
+        report.push_str(&format!(
+            "  perf {:5.1}%  ours {:5.1}%  {k}\n",
+            share(&perf_paths, perf_total, k),
+            share(&our_paths, our_total, k)
+        ));
+    }
+    eprintln!("perf {perf_total} samples, ours {our_total}\n{report}");
+    assert!(
+        perf_total > 100 && our_total > 100,
+        "too few samples\n{report}"
+    );
+    // Every path perf sees in at least 5 % of samples is one of ours, with a share within
+    // binomial noise (3 sigma of the larger variance, at least 5 points).
+    let mut top: Vec<(&String, &u64)> = perf_paths.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1));
+    for (path, _) in top.iter().take(5) {
+        let p = share(&perf_paths, perf_total, path);
+        if p < 5.0 {
+            continue;
+        }
+        assert!(
+            path.ends_with("main"),
+            "perf's path {path} does not reach main"
+        );
+        let o = share(&our_paths, our_total, path);
+        let q = p / 100.0;
+        let sigma = 100.0 * (q * (1.0 - q) / perf_total.min(our_total) as f64).sqrt();
+        let tolerance = (3.0 * sigma * 2f64.sqrt()).max(5.0);
+        assert!(
+            (p - o).abs() <= tolerance,
+            "path {path}: perf {p:.1}% vs ours {o:.1}% (tolerance {tolerance:.1})\n{report}"
+        );
+    }
+}
