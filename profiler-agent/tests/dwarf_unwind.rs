@@ -51,7 +51,6 @@ fn profile(workload: &Path, unwind: &str, seconds: &str) -> (BTreeMap<Vec<String
         cache.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
-        "--quiet",
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "agent failed: {stderr}");
