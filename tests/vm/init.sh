@@ -93,5 +93,14 @@ if start syscalls 60; then
     stop "$WPID"
 fi
 
+# Built -O2 without frame pointers: the table unwinder must reach main, frame pointers must not.
+if start nofp 60; then
+    step nofp profiler-agent --pid "$WPID" --duration 5s --unwind dwarf --output /tmp/n.folded --quiet
+    emit nofp.folded /tmp/n.folded
+    step nofp_fp profiler-agent --pid "$WPID" --duration 3s --unwind fp --output /tmp/nf.folded --quiet
+    emit nofp_fp.folded /tmp/nf.folded
+    stop "$WPID"
+fi
+
 say END "$(up)"
 poweroff -f

@@ -348,6 +348,52 @@ pub(super) fn check(
         .unwrap_or_else(|e| fail("node-wide", e)),
     );
 
+    // No frame pointers: with tables, stacks reach main through the call chain (the sort's
+    // through libc); by frame pointers alone, they do not.
+    checks.push(
+        (|| -> Result<CheckResult, String> {
+            step_ok("nofp")?;
+            let f = folded_of("nofp.folded")?;
+            let all = total(&f);
+            let to_main = count_with(&f, &["main", "run"]);
+            let sort = f
+                .iter()
+                .filter(|(s, _)| {
+                    has_window(s, &["main", "run", "level_a", "level_b"])
+                        && s.iter().any(|x| x.contains("qsort"))
+                })
+                .map(|(_, c)| c)
+                .sum::<u64>();
+            if all < MIN_PID_SAMPLES {
+                return Err(format!(
+                    "only {all} samples in 5 s (at least {MIN_PID_SAMPLES} expected)"
+                ));
+            }
+            if (to_main as f64) < 0.9 * all as f64 || sort == 0 {
+                return Err(format!(
+                    "{to_main} of {all} samples reach main;run, {sort} main;run;level_a;level_b;…qsort…; top stacks: {}",
+                    top_stacks(&f)
+                ));
+            }
+            step_ok("nofp_fp")?;
+            let fp = folded_of("nofp_fp.folded")?;
+            let fp_all = total(&fp);
+            let fp_main = count_with(&fp, &["main"]);
+            if fp_main as f64 > 0.5 * fp_all as f64 {
+                return Err(format!(
+                    "frame pointers alone reached main in {fp_main} of {fp_all} samples of a -fomit-frame-pointer build"
+                ));
+            }
+            Ok(pass(
+                "nofp-unwind",
+                format!(
+                    "tables: {to_main} of {all} samples reach main;run ({sort} through libc's qsort); frame pointers: {fp_main} of {fp_all}"
+                ),
+            ))
+        })()
+        .unwrap_or_else(|e| fail("nofp-unwind", e)),
+    );
+
     // Unprivileged: one `error:` line naming CAP_BPF, a non-zero exit, no panic.
     checks.push(
         (|| -> Result<CheckResult, String> {

@@ -179,18 +179,27 @@ impl Arch {
     }
 }
 
-/// The workloads compiled into the initramfs: (name, source relative to the workspace).
-const WORKLOADS: &[(&str, &str)] = &[
-    ("calltree", "tests/workloads/calltree.c"),
-    ("syscalls", "tests/workloads/syscalls.c"),
-    ("dropuid", "tests/vm/dropuid.c"),
+/// The workloads compiled into the initramfs: (name, source relative to the workspace, flags).
+const WORKLOADS: &[(&str, &str, &[&str])] = &[
+    ("calltree", "tests/workloads/calltree.c", CFLAGS),
+    ("syscalls", "tests/workloads/syscalls.c", CFLAGS),
+    ("dropuid", "tests/vm/dropuid.c", CFLAGS),
+    ("nofp", "tests/workloads/nofp.c", NOFP_CFLAGS),
 ];
+/// Frame pointers everywhere, leaf functions included.
 const CFLAGS: &[&str] = &[
     "-O0",
     "-g",
     "-fno-omit-frame-pointer",
     "-mno-omit-leaf-frame-pointer",
     "-pthread",
+];
+/// Optimised without frame pointers: only .eh_frame tells how to unwind.
+const NOFP_CFLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fomit-frame-pointer",
+    "-fno-optimize-sibling-calls",
 ];
 /// How long a KVM guest may take to reach /init before KVM is declared unusable on this host
 /// (nested KVM can hang a guest right after the real-mode kernel setup).
@@ -269,11 +278,11 @@ fn run_arch(arch: Arch, opts: &Options) -> Result<Report> {
     let bin_dir = cache.join("bin");
     std::fs::create_dir_all(&bin_dir)?;
     let mut programs = Vec::new();
-    for (name, source) in WORKLOADS {
+    for (name, source, flags) in WORKLOADS {
         let out = bin_dir.join(name);
         setup::run_checked(
             Command::new(arch.tool("gcc"))
-                .args(CFLAGS)
+                .args(*flags)
                 .arg("-o")
                 .arg(&out)
                 .arg(root.join(source)),
@@ -511,7 +520,16 @@ KALYPSO|RC|syscalls|0|19.0
 KALYPSO|F|syscalls.folded|main;read_zeroes;raw_read;el0t_64_sync_[k];el0_svc_[k];invoke_syscall_[k];read_zero_[k] 400
 KALYPSO|F|syscalls.folded|main;read_zeroes;raw_read 50
 KALYPSO|EOF|syscalls.folded
-KALYPSO|END|19.5
+KALYPSO|RC|nofp|0|25.0
+KALYPSO|F|nofp.folded|_start;__libc_start_main;main;run;spin 240
+KALYPSO|F|nofp.folded|_start;__libc_start_main;main;run;level_a;level_b;qsort_r;msort_with_tmp;compare_keys;mix 230
+KALYPSO|F|nofp.folded|mix 5
+KALYPSO|EOF|nofp.folded
+KALYPSO|RC|nofp_fp|0|29.0
+KALYPSO|F|nofp_fp.folded|spin 150
+KALYPSO|F|nofp_fp.folded|mix 140
+KALYPSO|EOF|nofp_fp.folded
+KALYPSO|END|29.5
 ";
 
     #[test]
@@ -525,7 +543,7 @@ KALYPSO|END|19.5
             Duration::from_secs(60),
         );
         assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
-        assert_eq!(checks.len(), 7);
+        assert_eq!(checks.len(), 8);
         assert_eq!(
             sample_rates(&out),
             vec![("calltree".into(), 495, 5.0, 99.0)]
@@ -537,7 +555,8 @@ KALYPSO|END|19.5
         let bad = GOOD
             .replace("hot_b;work 125", "hot_b;work 370")
             .replace("el0_svc_[k]", "el0_svc")
-            .replace("|error: not permitted", "|thread 'main' panicked at src/bpf.rs\nKALYPSO|F|unprivileged.err|error: not permitted");
+            .replace("|error: not permitted", "|thread 'main' panicked at src/bpf.rs\nKALYPSO|F|unprivileged.err|error: not permitted")
+            .replace("|spin 150", "|_start;main;run;spin 150");
         let console = lines(&bad);
         let checks = check(
             Arch::Aarch64,
@@ -548,7 +567,7 @@ KALYPSO|END|19.5
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(
             failed,
-            ["calltree", "syscalls", "unprivileged"],
+            ["calltree", "syscalls", "nofp-unwind", "unprivileged"],
             "{checks:#?}"
         );
     }
@@ -605,6 +624,7 @@ KALYPSO|END|19.5
                 "calltree",
                 "syscalls",
                 "node-wide",
+                "nofp-unwind",
                 "unprivileged",
                 "complete"
             ]
