@@ -123,6 +123,8 @@ pub struct BpfSampler {
     new_processes: RingBuf<MapData>,
     /// `None` in frame-pointer mode, or when the kernel rejected the unwinder in auto mode.
     unwinder: Option<Unwinder>,
+    /// Samples per second per CPU, once attached.
+    frequency: u64,
     /// The generation the program writes to now.
     generation: usize,
 }
@@ -166,6 +168,53 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 impl BpfSampler {
     /// Loads the program and attaches it to the software cpu-clock of every online CPU.
     pub fn start(opts: SamplerOptions) -> Result<Self, BpfError> {
+        let mut sampler = Self::load(opts)?;
+        sampler.attach()?;
+        Ok(sampler)
+    }
+
+    /// Attaches the loaded program to the software cpu-clock of every online CPU. Before this,
+    /// nothing is sampled: [`SampleSource::update_process`] can load a target's unwind tables
+    /// first, so that every sample is unwound alike.
+    pub fn attach(&mut self) -> Result<(), BpfError> {
+        if !self.links.is_empty() {
+            return Ok(());
+        }
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or_else(|| BpfError::Load(format!("program {} missing", names::PROGRAM)))?
+            .try_into()
+            .map_err(load_error)?;
+        let links = &mut self.links;
+        let frequency = self.frequency;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(_, e)| BpfError::Load(format!("reading online CPUs: {e}")))?;
+        for &cpu in &cpus {
+            let link = program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency),
+                    false,
+                )
+                .map_err(|e| {
+                    if is_permission(&e) {
+                        BpfError::Permission
+                    } else {
+                        BpfError::Attach {
+                            cpu,
+                            message: error_chain(&e),
+                        }
+                    }
+                })?;
+            links.push(link);
+        }
+        Ok(())
+    }
+
+    /// Loads the program and its maps without attaching it.
+    pub fn load(opts: SamplerOptions) -> Result<Self, BpfError> {
         let target = opts.target.map_or(0, |p| p.0);
         let own = std::process::id();
         let tables = u32::from(opts.unwind != UnwindMode::Fp);
@@ -199,29 +248,6 @@ impl BpfSampler {
             .try_into()
             .map_err(load_error)?;
         program.load().map_err(load_error)?;
-        let cpus = aya::util::online_cpus()
-            .map_err(|(_, e)| BpfError::Load(format!("reading online CPUs: {e}")))?;
-        let mut links = Vec::with_capacity(cpus.len());
-        for &cpu in &cpus {
-            let link = program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(opts.frequency),
-                    false,
-                )
-                .map_err(|e| {
-                    if is_permission(&e) {
-                        BpfError::Permission
-                    } else {
-                        BpfError::Attach {
-                            cpu,
-                            message: error_chain(&e),
-                        }
-                    }
-                })?;
-            links.push(link);
-        }
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| BpfError::Load(format!("map {name} missing from the object")))
@@ -266,7 +292,7 @@ impl BpfSampler {
         };
         let mut sampler = Self {
             ebpf,
-            links,
+            links: Vec::new(),
             control,
             counts,
             stacks,
@@ -274,6 +300,7 @@ impl BpfSampler {
             known,
             new_processes,
             unwinder,
+            frequency: opts.frequency,
             generation: 0,
         };
         sampler.set_generation(0)?;

@@ -79,13 +79,15 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         return Err(AgentError::NoSuchProcess(pid));
     }
     let output = prepare_output(&path)?;
-    let mut sampler = BpfSampler::start(cfg.sampler_options())?;
+    let mut sampler = BpfSampler::load(cfg.sampler_options())?;
+    // The target's unwind tables go in before sampling starts, so every sample unwinds alike.
     if let Some(pid) = cfg.pid {
         processes.refresh(pid)?;
         if let Some(info) = processes.get(pid) {
             sampler.update_process(info);
         }
     }
+    sampler.attach()?;
     let opts = RecordOptions {
         target: cfg.pid,
         duration: cfg.duration,

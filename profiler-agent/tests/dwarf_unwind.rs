@@ -35,7 +35,16 @@ fn has_window(stack: &[String], window: &[&str]) -> bool {
 }
 
 fn profile(workload: &Path, unwind: &str, seconds: &str) -> (BTreeMap<Vec<String>, u64>, String) {
-    let w = Workload::start(workload, &[]);
+    profile_with(workload, &[], unwind, seconds)
+}
+
+fn profile_with(
+    workload: &Path,
+    args: &[&str],
+    unwind: &str,
+    seconds: &str,
+) -> (BTreeMap<Vec<String>, u64>, String) {
+    let w = Workload::start(workload, args);
     let dir = temp_dir();
     let out = dir.path().join("p.folded");
     let cache = dir.path().join("tables");
@@ -276,4 +285,74 @@ fn leaf_to_main_paths_match_perf_dwarf() {
             "path {path}: perf {p:.1}% vs ours {o:.1}% (tolerance {tolerance:.1})\n{report}"
         );
     }
+}
+
+/// The counter after `label` in the summary's `unwind:` line, e.g. "12 truncated".
+fn unwind_count(summary: &str, label: &str) -> u64 {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("unwind:"))
+        .unwrap_or_else(|| panic!("no unwind: line in {summary}"));
+    let at = line
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label} in {line}"));
+    line[..at]
+        .trim_end()
+        .rsplit([' ', '('])
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {label} in {line}"))
+}
+
+#[test]
+fn a_stack_of_120_frames_unwinds_to_main() {
+    if !require_root() {
+        return;
+    }
+    let workload = build_c_nofp("deep");
+    let (folded, summary) = profile_with(&workload, &["120"], "dwarf", "3s");
+    let stacks = user_stacks(&folded);
+    let total = samples_with(&stacks, |_| true);
+    let complete = samples_with(&stacks, |s| {
+        let main = s.iter().position(|f| f == "main");
+        let descents = s.iter().filter(|f| *f == "descend").count();
+        main.is_some() && descents == 121 && s.last().is_some_and(|f| f == "spin")
+    });
+    eprintln!("{complete} of {total}\n{}\n{summary}", top(&stacks));
+    assert!(total > 100, "too few samples: {total}");
+    assert!(
+        complete * 100 >= total * 90,
+        "{complete} of {total} stacks show main;descend×121;spin\n{}",
+        top(&stacks)
+    );
+}
+
+#[test]
+fn deeper_stacks_stop_at_the_frame_limit_and_are_counted() {
+    if !require_root() {
+        return;
+    }
+    let workload = build_c_nofp("deep");
+    let (folded, summary) = profile_with(&workload, &["300"], "dwarf", "2s");
+    let stacks = user_stacks(&folded);
+    let total = samples_with(&stacks, |_| true);
+    let longest = stacks.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    let truncated = unwind_count(&summary, "truncated");
+    eprintln!("{total} samples, longest {longest} frames, {truncated} truncated\n{summary}");
+    assert_eq!(
+        longest,
+        profiler_common::unwind::MAX_UNWOUND_FRAMES,
+        "stacks are cut at the frame limit"
+    );
+    assert!(
+        truncated * 100 >= total * 90,
+        "{truncated} of {total} counted as truncated"
+    );
+    assert!(
+        stacks
+            .iter()
+            .filter(|(s, _)| s.len() == longest)
+            .all(|(s, _)| s.last().is_some_and(|f| f == "spin")),
+        "the leaf end is kept"
+    );
 }
