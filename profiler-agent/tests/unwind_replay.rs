@@ -5,187 +5,36 @@
 //! The recording uses ptrace on a child of the test (allowed without privileges, also under
 //! Yama's `ptrace_scope` 1), so these tests need no root; only the perf reference does.
 //!
-//! x86_64 only for now: the register read and the test-only table stand-in know x86_64 alone.
+//! The tables are built and laid out by the agent's own loader, into an in-memory image of the
+//! kernel's maps, so the replay covers everything but the BPF program's map lookups.
+//!
+//! x86_64 only: the register read (`PTRACE_GETREGS`) is x86_64's; arm64 is covered live by
+//! `cargo xtask vm-test`.
 #![cfg(target_arch = "x86_64")]
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use object::{Object, ObjectSection};
 use profiler_agent::process::ProcessTable;
 use profiler_agent::symbolize::Symbolizer;
 use profiler_agent::types::{Pid, VirtAddr};
-use profiler_agent::unwind::replay::{self, ObjectTable, StackSnapshot, Unwound};
-use profiler_common::unwind::{
-    MAX_UNWOUND_FRAMES, ProcessMappings, Regs, Stop, UnwindRow, arch, kind,
-};
+use profiler_agent::unwind::loader::{InMemoryMaps, LoaderOptions, TableLoader};
+use profiler_agent::unwind::replay::{StackSnapshot, Unwound};
+use profiler_common::unwind::{MAX_UNWOUND_FRAMES, ProcessMappings, Regs, Stop, arch};
 
 /// Bound on the stack bytes recorded above the stack pointer.
 const MAX_STACK_BYTES: u64 = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------------
-// Test-only stand-in for the table builder.
-// TODO(merge): use unwind::table::build_table instead of readelf, and drop this section.
-// ---------------------------------------------------------------------------------------------
-
-/// One FDE as `readelf --debug-dump=frames-interp` prints it: its range and its rows, each a
-/// column name (`CFA`, `rbp`, `ra`, …) → rule (`rsp+16`, `c-16`, `u`, `exp`, …).
-struct Fde {
-    cie: u64,
-    start: u64,
-    end: u64,
-    rows: Vec<(u64, BTreeMap<String, String>)>,
-}
-
-/// Unwind rows of an x86_64 object from readelf's decoded `.eh_frame`: sorted by pc, a
-/// `NO_INFO` row where no FDE covers the code, `END` where the return address is undefined
-/// (`_start`), `PLT` for the expression rule of `.plt*` sections.
-fn readelf_rows(path: &Path, elf: &[u8]) -> Vec<UnwindRow> {
-    let out = Command::new("readelf")
-        // Not following debug links: readelf fails on Debian's libc with libc6-dbg installed.
-        .args([
-            "--debug-dump=frames-interp",
-            "--debug-dump=no-follow-links",
-            "-W",
-        ])
-        .arg(path)
-        .output()
-        .expect("readelf runs");
-    assert!(out.status.success(), "readelf failed on {}", path.display());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut cie_rows: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
-    let mut fdes: Vec<Fde> = Vec::new();
-    let mut current_cie = None;
-    let mut columns: Vec<String> = Vec::new();
-    let mut in_eh_frame = false;
-    for line in text.lines() {
-        if line.starts_with("Contents of the") {
-            in_eh_frame = line.contains(".eh_frame section");
-            continue;
-        }
-        let tokens: Vec<&str> = line.split_whitespace().collect();
-        if !in_eh_frame || tokens.is_empty() {
-            continue;
-        }
-        let hex = |t: &str| u64::from_str_radix(t, 16).ok();
-        match tokens.get(3) {
-            Some(&"CIE") => {
-                current_cie = hex(tokens[0]);
-                continue;
-            }
-            Some(&"FDE") => {
-                let field = |name: &str| {
-                    tokens
-                        .iter()
-                        .find_map(|t| t.strip_prefix(name))
-                        .expect("FDE header field")
-                };
-                let (start, end) = field("pc=").split_once("..").unwrap();
-                fdes.push(Fde {
-                    cie: hex(field("cie=")).unwrap(),
-                    start: hex(start).unwrap(),
-                    end: hex(end).unwrap(),
-                    rows: Vec::new(),
-                });
-                current_cie = None;
-                continue;
-            }
-            _ => {}
-        }
-        if tokens[0] == "LOC" {
-            columns = tokens[1..].iter().map(|c| c.to_string()).collect();
-            continue;
-        }
-        let Some(loc) = hex(tokens[0]).filter(|_| tokens[0].len() == 16) else {
-            continue;
-        };
-        let rules: BTreeMap<String, String> = columns
-            .iter()
-            .cloned()
-            .zip(tokens[1..].iter().map(|t| t.to_string()))
-            .collect();
-        if let Some(cie) = current_cie {
-            cie_rows.entry(cie).or_insert(rules);
-        } else if let Some(fde) = fdes.last_mut() {
-            // readelf prints a row at the FDE's end when the last instruction advances there.
-            if loc < fde.end {
-                fde.rows.push((loc, rules));
-            }
-        }
-    }
-
-    let file = object::File::parse(elf).expect("an ELF file");
-    let plt: Vec<(u64, u64)> = file
-        .sections()
-        .filter(|s| s.name().is_ok_and(|n| n.starts_with(".plt")))
-        .map(|s| (s.address(), s.address() + s.size()))
-        .collect();
-    fdes.sort_by_key(|f| f.start);
-    let mut rows = Vec::new();
-    for (i, fde) in fdes.iter().enumerate() {
-        let in_plt = plt.iter().any(|(s, e)| (*s..*e).contains(&fde.start));
-        if fde.rows.is_empty() {
-            // An FDE without instructions of its own follows its CIE's initial rules.
-            rows.extend(to_row(fde.start, &cie_rows[&fde.cie], in_plt));
-        }
-        rows.extend(
-            fde.rows
-                .iter()
-                .filter_map(|(loc, rules)| to_row(*loc, rules, in_plt)),
-        );
-        if fdes.get(i + 1).is_none_or(|next| next.start > fde.end) {
-            rows.extend(u32::try_from(fde.end).ok().map(|pc| UnwindRow {
-                pc,
-                kind: kind::NO_INFO,
-                ..UnwindRow::default()
-            }));
-        }
-    }
-    rows
-}
-
-/// One readelf row as an [`UnwindRow`]; `None` above the 32-bit row addresses.
-fn to_row(loc: u64, rules: &BTreeMap<String, String>, in_plt: bool) -> Option<UnwindRow> {
-    let saved_at = |rule: &str| rule.strip_prefix('c')?.parse::<i16>().ok();
-    let mut row = UnwindRow {
-        pc: u32::try_from(loc).ok()?,
-        ..UnwindRow::default()
-    };
-    match rules.get("ra").map(String::as_str) {
-        Some("u") => row.kind = kind::END,
-        Some(rule) if saved_at(rule).is_some() => {
-            row.ra_offset = saved_at(rule).unwrap();
-            row.fp_offset = rules.get("rbp").and_then(|r| saved_at(r)).unwrap_or(0);
-            let cfa = rules["CFA"].as_str();
-            (row.kind, row.cfa_offset) = if let Some(n) = cfa.strip_prefix("rsp+") {
-                (kind::CFA_SP, n.parse().ok()?)
-            } else if let Some(n) = cfa.strip_prefix("rbp+") {
-                (kind::CFA_FP, n.parse().ok()?)
-            } else if cfa == "exp" && in_plt {
-                (kind::PLT, 8)
-            } else {
-                (kind::UNSUPPORTED, 0)
-            };
-        }
-        _ => row.kind = kind::UNSUPPORTED,
-    }
-    Some(row)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Recording a live stack.
 // ---------------------------------------------------------------------------------------------
 
-/// A stack recorded from a live process, with the mappings it was recorded under.
+/// A stack recorded from a live process.
 struct Recording {
     snapshot: StackSnapshot,
-    maps: String,
 }
 
 /// Detaches from a seized process, also when the test panics.
@@ -267,7 +116,6 @@ fn record(pid: u32) -> Recording {
             stack_base: regs.sp,
             stack,
         },
-        maps,
     }
 }
 
@@ -275,57 +123,51 @@ fn record(pid: u32) -> Recording {
 // Tables and names for the recorded process.
 // ---------------------------------------------------------------------------------------------
 
-/// The unwind tables of every file a process maps executable, and the names of its code.
+/// The process as the agent sees it: its mappings, and its tables laid out by the agent's own
+/// loader exactly as it would write them into the kernel's maps.
 struct Target {
     pid: Pid,
-    files: BTreeMap<PathBuf, (u32, Vec<u8>)>,
-    tables: BTreeMap<u32, Vec<UnwindRow>>,
+    kernel: InMemoryMaps,
     names: ProcessTable,
     symbolizer: Symbolizer,
+    _cache: tempfile::TempDir,
 }
 
 impl Target {
-    /// Reads the process's mappings and builds a table for each executable file mapping.
+    /// Reads the process's mappings and loads the table of each object it maps.
     fn new(pid: u32) -> Self {
         let pid = Pid(pid);
         let mut names = ProcessTable::default();
         names.refresh(pid).expect("the workload's mappings");
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-        let mut files = BTreeMap::new();
-        let mut tables = BTreeMap::new();
-        for line in maps.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(perms), Some(path)) = (fields.get(1), fields.get(5)) else {
-                continue;
-            };
-            if !perms.contains('x') || !path.starts_with('/') || files.contains_key(Path::new(path))
-            {
-                continue;
-            }
-            let elf = std::fs::read(path).unwrap();
-            let id = files.len() as u32 + 1;
-            let rows = readelf_rows(Path::new(path), &elf);
-            eprintln!("table {id}: {path}: {} rows", rows.len());
-            tables.insert(id, rows);
-            files.insert(PathBuf::from(path), (id, elf));
-        }
+        let cache = temp_dir();
+        let mut loader = TableLoader::new(
+            &LoaderOptions {
+                cache_dir: cache.path().to_path_buf(),
+                cache_max_bytes: 256 << 20,
+            },
+            arch::X86_64,
+        )
+        .expect("a cache directory");
+        let mut kernel = InMemoryMaps::default();
+        loader.update(&mut kernel, names.get(pid).expect("refreshed"));
+        let stats = loader.stats();
+        eprintln!("loader: {stats:?}");
+        assert!(stats.tables_loaded >= 2, "the program's and libc's tables");
         Self {
             pid,
-            files,
-            tables,
+            kernel,
             names,
             symbolizer: Symbolizer::new(),
+            _cache: cache,
         }
     }
 
-    fn mappings(&self, maps: &str) -> ProcessMappings {
-        replay::process_mappings(maps, |path| {
-            self.files.get(path).map(|(table_id, elf)| ObjectTable {
-                table_id: *table_id,
-                elf,
-            })
-        })
-        .expect("a maps text")
+    fn mappings(&self) -> ProcessMappings {
+        *self
+            .kernel
+            .processes
+            .get(&self.pid)
+            .expect("the loader wrote the process's mappings")
     }
 
     /// One function name per frame, leaf first (the function the code belongs to, not what was
@@ -370,19 +212,19 @@ fn record_and_replay(pid: u32, count: usize, interval: Duration) -> Vec<Replayed
     for n in 0..count {
         std::thread::sleep(interval);
         let rec = record(pid);
-        let mappings = target.mappings(&rec.maps);
+        let mappings = target.mappings();
         let dwarf = rec
             .snapshot
-            .unwind(&mappings, &target.tables, MAX_UNWOUND_FRAMES);
+            .unwind(&mappings, &target.kernel, MAX_UNWOUND_FRAMES);
         let fp = rec.snapshot.unwind(
             &ProcessMappings::default(),
-            &target.tables,
+            &target.kernel,
             MAX_UNWOUND_FRAMES,
         );
         // The snapshot is self-contained: saved and loaded, it replays the same.
         let reloaded = StackSnapshot::from_json(&rec.snapshot.to_json()).unwrap();
         assert_eq!(
-            reloaded.unwind(&mappings, &target.tables, MAX_UNWOUND_FRAMES),
+            reloaded.unwind(&mappings, &target.kernel, MAX_UNWOUND_FRAMES),
             dwarf
         );
         let replayed = Replayed {
