@@ -16,7 +16,7 @@ use profiler_common::{
     Control, RowChunk, SampleKey, Stat, UNWOUND_STACK_ID, UnwoundStack, errno, names,
 };
 
-use crate::process::{ObjectFile, ProcessInfo};
+use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
 use crate::source::{RawBatch, RawSample, SampleSource, SamplerStats, SourceError, StackSide};
 use crate::types::{Pid, StackLoss, VirtAddr};
 use crate::unwind::loader::{LoaderOptions, LoaderStats, TableLoader, UnwindMaps};
@@ -171,6 +171,15 @@ impl BpfSampler {
         let mut sampler = Self::load(opts)?;
         sampler.attach()?;
         Ok(sampler)
+    }
+
+    /// Runs of the sampling program and their total time, as the kernel accounts them while
+    /// `kernel.bpf_stats_enabled` is 1 (tail-called unwinding included: the kernel charges it to
+    /// the program that was entered). `None` if the kernel does not say.
+    pub fn run_stats(&self) -> Option<(u64, Duration)> {
+        let program: &PerfEvent = self.ebpf.program(names::PROGRAM)?.try_into().ok()?;
+        let info = program.info().ok()?;
+        Some((info.run_count(), info.run_time()))
     }
 
     /// Attaches the loaded program to the software cpu-clock of every online CPU. Before this,
@@ -406,6 +415,13 @@ impl SampleSource for BpfSampler {
     fn update_process(&mut self, process: &ProcessInfo) {
         if let Some(u) = &mut self.unwinder {
             u.loader.update(&mut u.maps, process);
+        }
+    }
+
+    fn retry_tables(&mut self, processes: &ProcessTable) {
+        if let Some(u) = &mut self.unwinder {
+            u.loader
+                .retry_waiting(&mut u.maps, |pid| processes.get(pid));
         }
     }
 

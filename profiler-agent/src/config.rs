@@ -210,6 +210,9 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| std::env::temp_dir().join("kalypso-unwind-tables")),
                 cache_max_bytes: self.unwind_cache_bytes,
+                // One process: its tables are built before sampling starts. Node-wide: in the
+                // background, so new processes never hold up sampling.
+                background: self.pid.is_none(),
             },
         }
     }

@@ -218,6 +218,7 @@ impl SampleLoop {
                             .or_insert_with(|| resource::read_process_resource(pid.0, &comm));
                     }
                 }
+                sampler.retry_tables(&processes);
             }
             next_drain += self.cfg.drain_interval;
             let target_gone = self.cfg.pid.is_some_and(|p| !process::exists(p));

@@ -104,6 +104,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         stop,
     } = record::record(&mut sampler, processes, &opts).await?;
     let tables = sampler.table_stats();
+    let bpf_runs = sampler.run_stats();
     drop(sampler);
     let dropped = aggregator.dropped();
     let distinct_stacks = aggregator.distinct_stacks();
@@ -131,6 +132,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         unknown_objects: processes.object_errors,
         expected_samples: expected(cfg, elapsed),
         tables,
+        bpf_runs,
     };
     Ok(Outcome {
         path,

@@ -71,7 +71,7 @@ fn report_local(cfg: &Config, outcome: &local::Outcome) {
     }
     let secs = outcome.elapsed.as_secs_f64();
     eprintln!(
-        "wrote {} ({:?}): {} samples in {:.1} s ({:.1}/s; {} expected for one busy thread), {} distinct stacks, agent CPU {:.2} s",
+        "wrote {} ({:?}): {} samples in {:.1} s ({:.1}/s; {} expected for one busy thread), {} distinct stacks, agent CPU {:.2} s, max RSS {:.1} MiB",
         outcome.path.display(),
         outcome.format,
         outcome.samples,
@@ -80,6 +80,7 @@ fn report_local(cfg: &Config, outcome: &local::Outcome) {
         outcome.report.expected_samples,
         outcome.distinct_stacks,
         telemetry::own_cpu_time().as_secs_f64(),
+        telemetry::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
     );
     eprintln!("{}", outcome.report);
 }

@@ -62,6 +62,7 @@ pub async fn record(
                 for pid in source.new_processes() {
                     refresh(source, &mut processes, pid);
                 }
+                source.retry_tables(&processes);
                 continue;
             }
             _ = ticker.tick() => {}

@@ -4,7 +4,7 @@ use profiler_common::Stat;
 use std::sync::Arc;
 
 use crate::bpf::BpfError;
-use crate::process::{ObjectFile, ProcessInfo};
+use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
 use crate::types::{Pid, StackLoss, VirtAddr};
 use crate::unwind::loader::LoaderStats;
 
@@ -83,6 +83,9 @@ pub trait SampleSource {
     fn forget(&mut self, _pids: &[Pid]) {}
     /// A process's mappings were (re)read: the unwinder loads the tables it needs.
     fn update_process(&mut self, _process: &ProcessInfo) {}
+    /// Unwind tables finished building in the background: the processes that waited for them
+    /// are updated (looked up in `processes`).
+    fn retry_tables(&mut self, _processes: &ProcessTable) {}
     /// Files no process maps any more: their unwind tables can go.
     fn forget_objects(&mut self, _objects: &[Arc<ObjectFile>]) {}
     /// Unwind-table counters, when tables are in use.

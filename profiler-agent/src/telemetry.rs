@@ -21,6 +21,9 @@ pub struct Report {
     pub expected_samples: u64,
     /// Unwind-table counters, when user stacks were unwound with tables.
     pub tables: Option<LoaderStats>,
+    /// Runs of the BPF program and their total time (only counted while
+    /// `kernel.bpf_stats_enabled` is 1).
+    pub bpf_runs: Option<(u64, Duration)>,
 }
 
 impl fmt::Display for Report {
@@ -42,6 +45,15 @@ impl fmt::Display for Report {
             self.symbolizer.unknown,
             self.unknown_objects,
         )?;
+        if let Some((runs, time)) = self.bpf_runs
+            && runs > 0
+        {
+            write!(
+                f,
+                "\nbpf: {runs} program runs, {:.0} ns per run (kernel.bpf_stats_enabled)",
+                time.as_nanos() as f64 / runs as f64
+            )?;
+        }
         if let Some(t) = &self.tables {
             write!(
                 f,
@@ -63,6 +75,14 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The most resident memory this process has had (`VmHWM`), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// CPU time this process has used (user + system).

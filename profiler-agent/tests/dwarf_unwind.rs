@@ -68,7 +68,7 @@ fn profile_with(
 
 fn top(stacks: &[(Vec<String>, u64)]) -> String {
     let mut sorted: Vec<_> = stacks.to_vec();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1));
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.1));
     sorted
         .iter()
         .take(6)
@@ -354,5 +354,46 @@ fn deeper_stacks_stop_at_the_frame_limit_and_are_counted() {
             .filter(|(s, _)| s.len() == longest)
             .all(|(s, _)| s.last().is_some_and(|f| f == "spin")),
         "the leaf end is kept"
+    );
+}
+
+#[test]
+fn node_wide_tables_are_built_in_the_background_and_used() {
+    if !require_root() {
+        return;
+    }
+    let workload = build_c_nofp("nofp");
+    let w = Workload::start(&workload, &[]);
+    let dir = temp_dir();
+    let out = dir.path().join("node.folded");
+    let cache = dir.path().join("tables");
+    let output = run_agent(&[
+        "--duration",
+        "5s",
+        "--unwind-cache-dir",
+        cache.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let summary = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "agent failed: {summary}");
+    drop(w);
+    let folded = read_folded(&out);
+    let ours: Vec<(Vec<String>, u64)> = user_stacks(&folded)
+        .into_iter()
+        .filter(|(s, _)| s.first().is_some_and(|p| p == "nofp"))
+        .collect();
+    let total = samples_with(&ours, |_| true);
+    let to_main = samples_with(&ours, |s| has_window(s, &["main", "run"]));
+    eprintln!("{to_main} of {total}\n{}\n{summary}", top(&ours));
+    assert!(
+        total > 100,
+        "too few samples of the workload: {total}\n{summary}"
+    );
+    // The first samples may come before the background builder has the tables ready.
+    assert!(
+        to_main * 100 >= total * 80,
+        "only {to_main} of {total} samples reach main;run\n{}",
+        top(&ours)
     );
 }

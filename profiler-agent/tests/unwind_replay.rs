@@ -144,6 +144,7 @@ impl Target {
             &LoaderOptions {
                 cache_dir: cache.path().to_path_buf(),
                 cache_max_bytes: 256 << 20,
+                background: false,
             },
             arch::X86_64,
         )

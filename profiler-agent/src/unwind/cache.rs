@@ -40,7 +40,7 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 /// aligned) mapping are aligned.
 const HEADER_BYTES: usize = 128;
 const ROW_BYTES: usize = std::mem::size_of::<UnwindRow>();
-const _: () = assert!(HEADER_BYTES % std::mem::align_of::<UnwindRow>() == 0);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(std::mem::align_of::<UnwindRow>()));
 const _: () = assert!(ROW_BYTES == 12);
 
 #[derive(Debug, thiserror::Error)]
@@ -117,15 +117,27 @@ impl TableCache {
         }
     }
 
-    /// The table of the object `key` from the cache, built from the ELF bytes `elf` when missing.
+    /// The table of an object from the cache, built from the ELF bytes `elf` when missing or
+    /// invalid. `key` names the object: its build id in hex, or `dev-inode-size-mtime` for one
+    /// without (at most [`MAX_KEY_LEN`] characters; others than `[0-9a-zA-Z_-]` become `_`).
     pub fn get_or_build(&self, key: &str, elf: &[u8]) -> Result<CachedTable, CacheError> {
-        self.get_or_else(key, |sink| build_rows(elf, &mut &mut *sink))
+        self.get_or_else(key, |sink| build_rows(elf, &mut |row| sink(row)))
     }
 
     /// Like [`get_or_build`](Self::get_or_build) from an open ELF file, which is mapped (not
     /// read into the heap) and only when the table is missing.
     pub fn get_or_build_file(&self, key: &str, elf: &File) -> Result<CachedTable, CacheError> {
-        self.get_or_else(key, |sink| build_rows_from_file(elf, &mut &mut *sink))
+        self.get_or_else(key, |sink| build_rows_from_file(elf, &mut |row| sink(row)))
+    }
+
+    /// The table of `key` if the cache holds a valid one (never builds).
+    pub fn get(&self, key: &str) -> Option<CachedTable> {
+        let file = File::open(self.path(key).ok()?).ok()?;
+        let table = CachedTable::from_file(&file)?;
+        // Best effort: a failed touch only makes the table look older to eviction.
+        let _ = file.set_modified(SystemTime::now());
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(table)
     }
 
     /// Path of the table of `key`.
@@ -480,20 +492,19 @@ mod tests {
         drop(cache.get_or_build("k", &elf).unwrap());
         let path = cache.path("k").unwrap();
         let good = fs::read(&path).unwrap();
-        let row = |i: usize| HEADER_BYTES + i * ROW_BYTES;
-        let corruptions: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-            ("magic", Box::new(|f| f[0] ^= 1)),
-            ("version", Box::new(|f| f[8] = f[8].wrapping_add(1))),
-            ("arch", Box::new(|f| f[16] = 7)),
-            ("row count", Box::new(|f| f[24] ^= 1)),
-            ("truncated", Box::new(|f| f.truncate(f.len() - 1))),
-            ("header only", Box::new(|f| f.truncate(HEADER_BYTES - 1))),
-            ("empty", Box::new(|f| f.clear())),
-            ("row kind", Box::new(move |f| f[row(3) + 4] = 99)),
-            (
-                "row order",
-                Box::new(move |f| f[row(5)..row(5) + 4].fill(0)),
-            ),
+        const ROW_3: usize = HEADER_BYTES + 3 * ROW_BYTES;
+        const ROW_5: usize = HEADER_BYTES + 5 * ROW_BYTES;
+        type Corrupt = fn(&mut Vec<u8>);
+        let corruptions: [(&str, Corrupt); 9] = [
+            ("magic", |f| f[0] ^= 1),
+            ("version", |f| f[8] = f[8].wrapping_add(1)),
+            ("arch", |f| f[16] = 7),
+            ("row count", |f| f[24] ^= 1),
+            ("truncated", |f| f.truncate(f.len() - 1)),
+            ("header only", |f| f.truncate(HEADER_BYTES - 1)),
+            ("empty", |f| f.clear()),
+            ("row kind", |f| f[ROW_3 + 4] = 99),
+            ("row order", |f| f[ROW_5..ROW_5 + 4].fill(0)),
         ];
         for (n, (what, corrupt)) in corruptions.iter().enumerate() {
             let mut bytes = good.clone();

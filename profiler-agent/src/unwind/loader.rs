@@ -21,7 +21,7 @@ use profiler_common::{
 
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
-use crate::unwind::cache::TableCache;
+use crate::unwind::cache::{CachedTable, TableCache};
 
 /// What the loader writes to; implemented over the BPF maps by [`crate::bpf`], and in memory for
 /// tests.
@@ -46,6 +46,10 @@ pub struct LoaderStats {
     pub tables_too_big: u64,
     /// Processes whose mappings could not be written (process map full).
     pub process_errors: u64,
+    /// Tables not queued for building because the builder's queue was full (retried later).
+    pub build_queue_full: u64,
+    /// Tables waiting for the background builder now.
+    pub builds_pending: u64,
     /// Chunks of the row array in use now.
     pub chunks_in_use: u64,
     /// Processes with tables now.
@@ -74,7 +78,7 @@ enum TableState {
 
 /// The loader. One per sampler.
 pub struct TableLoader {
-    cache: TableCache,
+    cache: Arc<TableCache>,
     arch: u32,
     tables: HashMap<ObjectKey, TableState>,
     free: ChunkAllocator,
@@ -83,6 +87,14 @@ pub struct TableLoader {
     clock: u64,
     /// pid → (signature of its mappings, objects whose tables it uses).
     processes: HashMap<Pid, (u64, Vec<ObjectKey>)>,
+    /// Builds tables off the sampling thread; `None`: build in the foreground.
+    builder: Option<Builder>,
+    /// Objects whose table the builder is working on.
+    pending: HashSet<ObjectKey>,
+    /// Processes written without some of their tables, to update once builds finish.
+    waiting: HashSet<Pid>,
+    /// A build finished since the waiting processes were last updated.
+    builds_finished: bool,
     stats: LoaderStats,
 }
 
@@ -91,6 +103,9 @@ pub struct TableLoader {
 pub struct LoaderOptions {
     pub cache_dir: PathBuf,
     pub cache_max_bytes: u64,
+    /// Build missing tables on a background thread at low priority (node-wide), rather than
+    /// before returning (one process, whose tables should be there before sampling starts).
+    pub background: bool,
 }
 
 impl TableLoader {
@@ -101,6 +116,15 @@ impl TableLoader {
                 opts.cache_dir.display()
             )
         })?;
+        let cache = Arc::new(cache);
+        let builder = if opts.background {
+            Some(
+                Builder::start(Arc::clone(&cache))
+                    .map_err(|e| format!("cannot start the unwind-table builder thread: {e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             cache,
             arch,
@@ -110,6 +134,10 @@ impl TableLoader {
             next_id: 1,
             clock: 0,
             processes: HashMap::new(),
+            builder,
+            pending: HashSet::new(),
+            waiting: HashSet::new(),
+            builds_finished: false,
             stats: LoaderStats::default(),
         })
     }
@@ -118,6 +146,7 @@ impl TableLoader {
         LoaderStats {
             chunks_in_use: u64::from(UNWIND_ROW_CHUNKS - self.free.free_chunks()),
             processes: self.processes.len() as u64,
+            builds_pending: self.pending.len() as u64,
             ..self.stats
         }
     }
@@ -129,6 +158,7 @@ impl TableLoader {
         if !process.alive {
             return;
         }
+        self.collect_builds();
         let objects: Vec<(&crate::process::Mapping, &Arc<ObjectFile>)> = process
             .mappings
             .iter()
@@ -156,6 +186,9 @@ impl TableLoader {
         }
         self.clock += 1;
         let clock = self.clock;
+        // A table still being built: the mappings are written without it now, and again once
+        // it is there (a zero signature never matches).
+        let mut incomplete = false;
         let mut entry = ProcessMappings::default();
         let mut used = Vec::new();
         for (mapping, object) in objects {
@@ -163,6 +196,7 @@ impl TableLoader {
                 break;
             }
             let Some(table) = self.ensure_loaded(maps, object) else {
+                incomplete |= self.pending.contains(&object.key);
                 continue;
             };
             let Some(bias) = load_bias(&table.segments, mapping.start.0, mapping.offset.0) else {
@@ -183,6 +217,13 @@ impl TableLoader {
         used.dedup();
         if entry.len == 0 {
             self.forget(maps, &[pid]);
+        }
+        if incomplete {
+            self.waiting.insert(pid);
+        } else {
+            self.waiting.remove(&pid);
+        }
+        if entry.len == 0 {
             return;
         }
         if maps.set_process(pid, &entry).is_err() {
@@ -195,6 +236,7 @@ impl TableLoader {
                 t.users += 1;
             }
         }
+        let signature = if incomplete { 0 } else { signature };
         if let Some((_, old)) = self.processes.insert(pid, (signature, used)) {
             self.release(&old);
         }
@@ -204,6 +246,7 @@ impl TableLoader {
     /// the space is needed.
     pub fn forget(&mut self, maps: &mut impl UnwindMaps, pids: &[Pid]) {
         for pid in pids {
+            self.waiting.remove(pid);
             if let Some((_, used)) = self.processes.remove(pid) {
                 maps.remove_process(*pid);
                 self.release(&used);
@@ -263,18 +306,57 @@ impl TableLoader {
         }
     }
 
+    /// The object's table in the kernel, loading it from the disk cache, or building it: at once
+    /// in the foreground, or by the background builder (then `None` until a later call).
     fn ensure_loaded(
         &mut self,
         maps: &mut impl UnwindMaps,
-        object: &ObjectFile,
+        object: &Arc<ObjectFile>,
     ) -> Option<&mut LoadedTable> {
         if !self.tables.contains_key(&object.key) {
-            let state = match self.load(maps, object) {
-                Some(table) => {
-                    self.stats.tables_loaded += 1;
-                    TableState::Loaded(table)
+            let key = cache_key(object);
+            let cached = match &self.builder {
+                Some(builder) => match self.cache.get(&key) {
+                    Some(table) => Some(Ok(table)),
+                    None => {
+                        if !self.pending.contains(&object.key) {
+                            if builder.submit(key, Arc::clone(object)) {
+                                self.pending.insert(object.key);
+                            } else {
+                                self.stats.build_queue_full += 1;
+                            }
+                        }
+                        None
+                    }
+                },
+                None => Some(self.cache.get_or_build_file(&key, object.file())),
+            };
+            let state = match cached {
+                None => return None,
+                Some(Err(_)) => {
+                    self.stats.table_errors += 1;
+                    TableState::Failed
                 }
-                None => TableState::Failed,
+                Some(Ok(table)) => {
+                    // SAFETY: as for building: read-only private mapping of an executable file.
+                    let segments = unsafe { memmap2::Mmap::map(object.file()) }
+                        .map(|data| executable_segments(&data))
+                        .unwrap_or_default();
+                    match self.load(maps, &table, segments) {
+                        Ok(loaded) => {
+                            self.stats.tables_loaded += 1;
+                            TableState::Loaded(loaded)
+                        }
+                        Err(LoadFailure::TooBig) => {
+                            self.stats.tables_too_big += 1;
+                            TableState::Failed
+                        }
+                        Err(LoadFailure::Unusable | LoadFailure::Kernel) => {
+                            self.stats.table_errors += 1;
+                            TableState::Failed
+                        }
+                    }
+                }
             };
             self.tables.insert(object.key, state);
         }
@@ -284,31 +366,59 @@ impl TableLoader {
         }
     }
 
-    fn load(&mut self, maps: &mut impl UnwindMaps, object: &ObjectFile) -> Option<LoadedTable> {
-        // SAFETY: the file is mapped read-only and private; a concurrent truncation could fault,
-        // which executables being run do not suffer (the kernel forbids writing them: ETXTBSY).
-        let data = match unsafe { memmap2::Mmap::map(object.file()) } {
-            Ok(data) => data,
-            Err(_) => {
-                self.stats.table_errors += 1;
-                return None;
+    /// Updates the processes that were waiting for tables, once the builder has finished some;
+    /// `info` looks a process up. Cheap when nothing finished: call it often.
+    pub fn retry_waiting<'a>(
+        &mut self,
+        maps: &mut impl UnwindMaps,
+        info: impl Fn(Pid) -> Option<&'a ProcessInfo>,
+    ) {
+        self.collect_builds();
+        if !std::mem::take(&mut self.builds_finished) {
+            return;
+        }
+        let waiting: Vec<Pid> = self.waiting.drain().collect();
+        for pid in waiting {
+            if let Some(process) = info(pid) {
+                self.update(maps, process);
             }
-        };
-        let segments = executable_segments(&data);
-        let key = cache_key(object);
-        let table = match self.cache.get_or_build(&key, &data) {
-            Ok(table) if table.arch() == self.arch && !segments.is_empty() => table,
-            _ => {
+        }
+    }
+
+    /// Takes in what the background builder finished: failed builds are not retried.
+    fn collect_builds(&mut self) {
+        let Some(builder) = &self.builder else { return };
+        for (key, ok) in builder.finished() {
+            self.pending.remove(&key);
+            self.builds_finished = true;
+            if !ok {
                 self.stats.table_errors += 1;
-                return None;
+                self.tables.insert(key, TableState::Failed);
             }
-        };
-        let pages = split_pages(table.rows());
-        let total_rows: usize = pages.iter().map(|(_, rows)| rows.len()).sum();
-        let chunks = total_rows.div_ceil(UNWIND_CHUNK_ROWS as usize) as u32;
+        }
+    }
+
+    /// Loads a table that is in the disk cache into the kernel's maps.
+    fn load(
+        &mut self,
+        maps: &mut impl UnwindMaps,
+        table: &CachedTable,
+        segments: Vec<(u64, u64, u64)>,
+    ) -> Result<LoadedTable, LoadFailure> {
+        if table.arch() != self.arch || segments.is_empty() {
+            return Err(LoadFailure::Unusable);
+        }
+        let rows = table.rows();
+        let pages = page_layout(rows);
+        let total_rows: usize = pages.iter().map(PageSpan::len).sum();
+        let chunks = u32::try_from(total_rows.div_ceil(UNWIND_CHUNK_ROWS as usize))
+            .map_err(|_| LoadFailure::TooBig)?;
         if chunks == 0 {
-            self.stats.table_errors += 1;
-            return None;
+            return Err(LoadFailure::Unusable);
+        }
+        if chunks > UNWIND_ROW_CHUNKS || pages.len() > UNWIND_PAGE_ENTRIES as usize {
+            // Could never fit: evicting everything else would not help.
+            return Err(LoadFailure::TooBig);
         }
         let start = loop {
             let room_for_pages = self.pages_in_use + pages.len() <= UNWIND_PAGE_ENTRIES as usize;
@@ -316,39 +426,20 @@ impl TableLoader {
                 break start;
             }
             if !self.evict_one(maps) {
-                self.stats.tables_too_big += 1;
-                return None;
+                return Err(LoadFailure::TooBig);
             }
         };
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let mut loaded = LoadedTable {
-            id,
-            chunks: (start, chunks),
-            pages: Vec::with_capacity(pages.len()),
-            segments,
-            users: 0,
-            last_used: self.clock,
-        };
         // Rows first, then the pages that point at them: the kernel never sees a page whose
         // rows are not there yet.
         let mut chunk = RowChunk::default();
         let mut filled = 0usize;
         let mut chunk_index = start;
-        let mut extents = Vec::with_capacity(pages.len());
-        let mut row_index = start * UNWIND_CHUNK_ROWS;
         let mut ok = true;
-        for (page, rows) in &pages {
-            extents.push((
-                *page,
-                PageExtent {
-                    start: row_index,
-                    len: rows.len() as u32,
-                },
-            ));
-            row_index += rows.len() as u32;
-            for row in rows {
-                chunk.rows[filled] = *row;
+        for span in &pages {
+            for row in span.iter(rows) {
+                chunk.rows[filled] = row;
                 filled += 1;
                 if filled == UNWIND_CHUNK_ROWS as usize {
                     ok &= maps.write_chunk(chunk_index, &chunk).is_ok();
@@ -360,25 +451,50 @@ impl TableLoader {
         if filled > 0 {
             ok &= maps.write_chunk(chunk_index, &chunk).is_ok();
         }
-        for (page, extent) in extents {
-            let key = PageKey { table_id: id, page };
+        let mut keys = Vec::with_capacity(pages.len());
+        let mut row_index = start * UNWIND_CHUNK_ROWS;
+        for span in &pages {
+            let key = PageKey {
+                table_id: id,
+                page: span.page,
+            };
+            let extent = PageExtent {
+                start: row_index,
+                len: span.len() as u32,
+            };
+            row_index += span.len() as u32;
             if ok {
                 ok = maps.set_page(key, extent).is_ok();
             }
-            loaded.pages.push(key);
+            keys.push(key);
         }
-        self.pages_in_use += loaded.pages.len();
         if !ok {
-            for key in &loaded.pages {
+            for key in &keys {
                 maps.remove_page(*key);
             }
-            self.pages_in_use -= loaded.pages.len();
             self.free.release(start, chunks);
-            self.stats.table_errors += 1;
-            return None;
+            return Err(LoadFailure::Kernel);
         }
-        Some(loaded)
+        self.pages_in_use += keys.len();
+        Ok(LoadedTable {
+            id,
+            chunks: (start, chunks),
+            pages: keys,
+            segments,
+            users: 0,
+            last_used: self.clock,
+        })
     }
+}
+
+/// Why a table was not loaded.
+enum LoadFailure {
+    /// Another architecture, no executable segment, or no rows.
+    Unusable,
+    /// More rows or pages than the kernel maps hold, even after evicting unused tables.
+    TooBig,
+    /// Writing a map failed.
+    Kernel,
 }
 
 /// The disk-cache key of an object: its build id, else its identity and size and mtime.
@@ -431,50 +547,135 @@ pub fn load_bias(segments: &[(u64, u64, u64)], start: u64, file_offset: u64) -> 
     Some(start.wrapping_sub(vaddr))
 }
 
-/// Splits a table into 64 KiB pages of the object's address space. Each page's rows start with
-/// the rule in force at the page's first byte; pages entirely without CFI are left out (the
+/// One page of a table as laid out for the kernel: an optional synthetic first row (the rule in
+/// force at the page's first byte) followed by a run of the table's own rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageSpan {
+    pub page: u32,
+    pub lead: Option<UnwindRow>,
+    pub rows: std::ops::Range<usize>,
+}
+
+impl PageSpan {
+    pub fn len(&self) -> usize {
+        usize::from(self.lead.is_some()) + self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The page's rows, in order.
+    pub fn iter<'a>(&'a self, rows: &'a [UnwindRow]) -> impl Iterator<Item = UnwindRow> + 'a {
+        self.lead
+            .into_iter()
+            .chain(rows[self.rows.clone()].iter().copied())
+    }
+}
+
+/// Lays a table out in 64 KiB pages of the object's address space, without copying its rows (a
+/// large binary's table can be tens of MiB; this holds one small entry per page). Each page
+/// starts with the rule in force at its first byte; pages entirely without CFI are left out (the
 /// kernel then unwinds by frame pointers, as a `NO_INFO` row would tell it to).
-pub fn split_pages(rows: &[UnwindRow]) -> Vec<(u32, Vec<UnwindRow>)> {
-    let mut pages: BTreeMap<u32, Vec<UnwindRow>> = BTreeMap::new();
+pub fn page_layout(rows: &[UnwindRow]) -> Vec<PageSpan> {
+    let mut spans: Vec<PageSpan> = Vec::new();
     let mut previous: Option<UnwindRow> = None;
-    for row in rows {
+    for (i, row) in rows.iter().enumerate() {
         let page = row.pc >> TABLE_PAGE_SHIFT;
-        // Pages between the previous row and this one run entirely under the previous rule.
-        if let Some(prev) = previous {
-            let prev_page = prev.pc >> TABLE_PAGE_SHIFT;
-            if prev.kind != kind::NO_INFO {
-                for p in prev_page + 1..page {
-                    pages.insert(
-                        p,
-                        vec![UnwindRow {
-                            pc: p << TABLE_PAGE_SHIFT,
-                            ..prev
-                        }],
-                    );
-                }
+        if let Some(last) = spans.last_mut()
+            && last.page == page
+        {
+            last.rows.end = i + 1;
+            previous = Some(*row);
+            continue;
+        }
+        // A new page. Pages between the previous row and this one run entirely under the
+        // previous rule.
+        let under_previous = previous.filter(|p| p.kind != kind::NO_INFO);
+        if let Some(prev) = under_previous {
+            for p in (prev.pc >> TABLE_PAGE_SHIFT) + 1..page {
+                spans.push(PageSpan {
+                    page: p,
+                    lead: Some(UnwindRow {
+                        pc: p << TABLE_PAGE_SHIFT,
+                        ..prev
+                    }),
+                    rows: i..i,
+                });
             }
         }
         let page_start = page << TABLE_PAGE_SHIFT;
-        let entry = pages.entry(page).or_default();
-        if entry.is_empty() && row.pc != page_start {
-            // The page's first byte is under the previous rule (or none).
-            let first = match previous {
-                Some(prev) if prev.kind != kind::NO_INFO => UnwindRow {
-                    pc: page_start,
-                    ..prev
-                },
-                _ => UnwindRow {
-                    pc: page_start,
-                    kind: kind::NO_INFO,
-                    ..UnwindRow::default()
-                },
-            };
-            entry.push(first);
-        }
-        entry.push(*row);
+        let lead = (row.pc != page_start).then(|| match under_previous {
+            Some(prev) => UnwindRow {
+                pc: page_start,
+                ..prev
+            },
+            None => UnwindRow {
+                pc: page_start,
+                kind: kind::NO_INFO,
+                ..UnwindRow::default()
+            },
+        });
+        spans.push(PageSpan {
+            page,
+            lead,
+            rows: i..i + 1,
+        });
         previous = Some(*row);
     }
-    pages.into_iter().collect()
+    spans
+}
+
+/// [`page_layout`] with each page's rows copied out (for tests and tools).
+pub fn split_pages(rows: &[UnwindRow]) -> Vec<(u32, Vec<UnwindRow>)> {
+    page_layout(rows)
+        .into_iter()
+        .map(|span| (span.page, span.iter(rows).collect()))
+        .collect()
+}
+
+/// Tables waiting to be built, at most: further requests are refused and retried later.
+const BUILD_QUEUE: usize = 64;
+
+/// The background table builder: one thread at low priority, fed through a bounded queue.
+struct Builder {
+    requests: std::sync::mpsc::SyncSender<(String, ObjectKey, Arc<ObjectFile>)>,
+    done: std::sync::mpsc::Receiver<(ObjectKey, bool)>,
+}
+
+impl Builder {
+    fn start(cache: Arc<TableCache>) -> std::io::Result<Self> {
+        let (requests, inbox) =
+            std::sync::mpsc::sync_channel::<(String, ObjectKey, Arc<ObjectFile>)>(BUILD_QUEUE);
+        // Unbounded in type, bounded in practice: one message per request, and at most
+        // BUILD_QUEUE + 1 requests are outstanding.
+        let (report, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("kalypso-tables".into())
+            .spawn(move || {
+                // Table building is background work: below the workloads being profiled.
+                // SAFETY: setpriority on this thread (tid 0 = the caller) has no memory effects.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+                while let Ok((key, object_key, object)) = inbox.recv() {
+                    let ok = cache.get_or_build_file(&key, object.file()).is_ok();
+                    drop(object);
+                    if report.send((object_key, ok)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self { requests, done })
+    }
+
+    /// Queues a build; false if the queue is full.
+    fn submit(&self, key: String, object: Arc<ObjectFile>) -> bool {
+        let object_key = object.key;
+        self.requests.try_send((key, object_key, object)).is_ok()
+    }
+
+    fn finished(&self) -> Vec<(ObjectKey, bool)> {
+        self.done.try_iter().collect()
+    }
 }
 
 /// First-fit allocator of contiguous chunk runs, coalescing on release.

@@ -29,6 +29,10 @@ use profiler_common::unwind::{UnwindRow, arch, kind};
 
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
+/// Empty FDEs looked past for a non-empty one at the same address (see [`Cfi::past_empty`]);
+/// libLLVM has runs of up to 20.
+const MAX_EMPTY_FDE_RUN: usize = 64;
+
 /// CIEs remembered while building one table; objects have a handful, and past this bound further
 /// ones are parsed again for each FDE instead of remembered.
 const MAX_CACHED_CIES: usize = 1024;
@@ -88,7 +92,8 @@ pub struct TableInfo {
     pub unsupported_rows: u64,
     /// CFI rows made [`kind::UNSUPPORTED`] because an offset does not fit 16 bits.
     pub offset_overflows: u64,
-    /// FDEs left out: empty, starting before the FDE visited before them, or beyond 4 GiB.
+    /// FDEs left out: unparseable, empty, beyond 4 GiB, or (from a corrupt search table)
+    /// starting before the FDE visited before them.
     pub skipped_fdes: u64,
     /// FDEs cut short because a later-starting FDE overlaps them.
     pub overlapping_fdes: u64,
@@ -153,69 +158,91 @@ pub fn build_rows(elf: &[u8], sink: &mut impl FnMut(UnwindRow)) -> Result<TableI
             }
         }
     }
-    let address = |name| file.section_by_name(name).map(|s| s.address());
     let mut bases = BaseAddresses::default();
-    if let Some(text) = address(".text") {
-        bases = bases.set_text(text);
+    if let Some(text) = file.section_by_name(".text") {
+        bases = bases.set_text(text.address());
     }
-    if let Some(got) = address(".got") {
-        bases = bases.set_got(got);
+    if let Some(got) = file.section_by_name(".got") {
+        bases = bases.set_got(got.address());
     }
-
+    let eh_frame = section_data(&file, ".eh_frame")?;
+    let debug_frame = file.section_by_name(".debug_frame");
     let mut out = Emitter {
         sink,
         pending: None,
         last_rule: None,
         info: TableInfo {
             arch: regs.arch,
+            eh_frame_bytes: eh_frame.map_or(0, |(_, data)| data.len() as u64),
+            debug_frame_bytes: debug_frame.as_ref().map_or(0, |s| s.size()),
             ..TableInfo::default()
         },
     };
-    let eh_frame = section_data(&file, ".eh_frame")?;
-    let debug_frame = file.section_by_name(".debug_frame");
-    out.info.eh_frame_bytes = eh_frame.map_or(0, |(_, data)| data.len() as u64);
-    out.info.debug_frame_bytes = debug_frame.as_ref().map_or(0, |s| s.size());
-
-    if let Some((eh_frame_address, data)) = eh_frame {
-        bases = bases.set_eh_frame(eh_frame_address);
-        let mut section = EhFrame::new(data, LittleEndian);
-        section.set_address_size(8);
-        section.set_vendor(regs.vendor);
-        let hdr = section_data(&file, ".eh_frame_hdr")?;
-        if let Some((hdr_address, _)) = hdr {
-            bases = bases.set_eh_frame_hdr(hdr_address);
-        }
-        let mut cfi = Cfi::new(section, bases.clone(), regs);
-        if let Some((_, hdr)) = hdr
-            && cfi.emit_in_hdr_order(hdr, (eh_frame_address, data.len()), &mut out)
-        {
-            return Ok(out.finish());
-        }
-        let order = cfi.sorted_order(&mut out.info);
-        if !order.is_empty() {
-            cfi.emit(order.into_iter().map(|(_, offset)| Ok(offset)), &mut out);
-            return Ok(out.finish());
-        }
+    if let Some(eh_frame) = eh_frame
+        && emit_eh_frame(&file, eh_frame, bases.clone(), regs, &mut out)?
+    {
+        return Ok(out.finish());
     }
-
     if let Some(debug_frame) = debug_frame {
-        let compressed = debug_frame
-            .compressed_file_range()
-            .map_err(|source| section_error(".debug_frame", source))?;
-        if compressed.format != object::CompressionFormat::None {
-            return Err(TableError::CompressedDebugFrame);
-        }
-        let data = debug_frame
-            .data()
-            .map_err(|source| section_error(".debug_frame", source))?;
-        let mut section = DebugFrame::new(data, LittleEndian);
-        section.set_address_size(8);
-        section.set_vendor(regs.vendor);
-        let mut cfi = Cfi::new(section, bases, regs);
-        let order = cfi.sorted_order(&mut out.info);
-        cfi.emit(order.into_iter().map(|(_, offset)| Ok(offset)), &mut out);
+        emit_debug_frame(&debug_frame, bases, regs, &mut out)?;
     }
     Ok(out.finish())
+}
+
+/// Emits the rows of `.eh_frame` (at `address`, holding `data`); `false` when it has no FDE.
+fn emit_eh_frame<F: FnMut(UnwindRow)>(
+    file: &object::File<'_>,
+    (address, data): (u64, &[u8]),
+    mut bases: BaseAddresses,
+    regs: ArchRegs,
+    out: &mut Emitter<'_, F>,
+) -> Result<bool, TableError> {
+    bases = bases.set_eh_frame(address);
+    let hdr = section_data(file, ".eh_frame_hdr")?;
+    if let Some((hdr_address, _)) = hdr {
+        bases = bases.set_eh_frame_hdr(hdr_address);
+    }
+    let mut section = EhFrame::new(data, LittleEndian);
+    section.set_address_size(8);
+    section.set_vendor(regs.vendor);
+    let mut cfi = Cfi::new(section, data, bases, regs);
+    if let Some((_, hdr)) = hdr
+        && cfi.emit_in_hdr_order(hdr, (address, data.len()), out)
+    {
+        return Ok(true);
+    }
+    let order = cfi.sorted_order(&mut out.info);
+    if order.is_empty() {
+        return Ok(false);
+    }
+    let offsets = order.into_iter().map(|(_, offset)| Ok(offset));
+    cfi.emit(Order::Sorted, offsets, out);
+    Ok(true)
+}
+
+fn emit_debug_frame<F: FnMut(UnwindRow)>(
+    debug_frame: &object::Section<'_, '_>,
+    bases: BaseAddresses,
+    regs: ArchRegs,
+    out: &mut Emitter<'_, F>,
+) -> Result<(), TableError> {
+    let compressed = debug_frame
+        .compressed_file_range()
+        .map_err(|source| section_error(".debug_frame", source))?;
+    if compressed.format != object::CompressionFormat::None {
+        return Err(TableError::CompressedDebugFrame);
+    }
+    let data = debug_frame
+        .data()
+        .map_err(|source| section_error(".debug_frame", source))?;
+    let mut section = DebugFrame::new(data, LittleEndian);
+    section.set_address_size(8);
+    section.set_vendor(regs.vendor);
+    let mut cfi = Cfi::new(section, data, bases, regs);
+    let order = cfi.sorted_order(&mut out.info);
+    let offsets = order.into_iter().map(|(_, offset)| Ok(offset));
+    cfi.emit(Order::Sorted, offsets, out);
+    Ok(())
 }
 
 fn section_error(name: &'static str, source: object::Error) -> TableError {
@@ -401,9 +428,20 @@ where
     Ok(cie)
 }
 
+/// Where the FDE order of [`Cfi::emit`] comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// `.eh_frame_hdr`'s search table: one FDE per address, chosen by the linker.
+    SearchTable,
+    /// Every FDE of the section, sorted.
+    Sorted,
+}
+
 /// One CFI section with what is needed to walk it.
 struct Cfi<'a, S: UnwindSection<Reader<'a>>> {
     section: S,
+    /// The section's bytes (`section` keeps them private).
+    data: &'a [u8],
     bases: BaseAddresses,
     regs: ArchRegs,
     cies: HashMap<usize, CommonInformationEntry<Reader<'a>>>,
@@ -421,9 +459,10 @@ where
     S: UnwindSection<Reader<'a>>,
     S::Offset: UnwindOffset<usize>,
 {
-    fn new(section: S, bases: BaseAddresses, regs: ArchRegs) -> Self {
+    fn new(section: S, data: &'a [u8], bases: BaseAddresses, regs: ArchRegs) -> Self {
         Self {
             section,
+            data,
             bases,
             regs,
             cies: HashMap::new(),
@@ -438,7 +477,8 @@ where
     }
 
     /// Every FDE's `(start address, offset)`, sorted; a malformed entry ends the walk with what
-    /// was found before it.
+    /// was found before it. Bounded by the section: an FDE takes at least 16 bytes of it, and
+    /// its entry here 16 bytes of heap.
     fn sorted_order(&mut self, info: &mut TableInfo) -> Vec<(u64, usize)> {
         let mut order = Vec::new();
         let bases = self.bases.clone();
@@ -474,17 +514,21 @@ where
     /// next FDE starts after this one ends, a [`kind::NO_INFO`] row marks the gap.
     fn emit<F: FnMut(UnwindRow)>(
         &mut self,
+        order: Order,
         offsets: impl Iterator<Item = gimli::Result<usize>>,
         out: &mut Emitter<'_, F>,
     ) {
         let mut ctx = UnwindContext::new();
         let mut current: Option<Fde<'a>> = None;
         for offset in offsets {
-            let Some(fde) = offset.and_then(|o| self.fde_at(o)).ok() else {
+            let Some(mut fde) = offset.and_then(|o| self.fde_at(o)).ok() else {
                 out.info.cfi_errors += 1;
                 out.info.skipped_fdes += 1;
                 continue;
             };
+            if order == Order::SearchTable && fde.len() == 0 {
+                fde = self.past_empty(fde);
+            }
             let start = fde.initial_address();
             let end = start.checked_add(fde.len());
             let (Ok(start), Some(Ok(end))) = (u32::try_from(start), end.map(u32::try_from)) else {
@@ -502,6 +546,38 @@ where
         if let Some(last) = current {
             self.emit_fde(&mut ctx, &last, None, out);
         }
+    }
+
+    /// The first non-empty FDE among `fde` and the ones right after it in the section that start
+    /// at the same address, or `fde`. Compilers may emit empty FDEs just before a function's
+    /// real one (libLLVM has 333), and `.eh_frame_hdr` keeps one entry per address, sometimes an
+    /// empty one.
+    fn past_empty(
+        &mut self,
+        fde: FrameDescriptionEntry<Reader<'a>>,
+    ) -> FrameDescriptionEntry<Reader<'a>> {
+        let mut next = fde.clone();
+        for _ in 0..MAX_EMPTY_FDE_RUN {
+            // The entry after `next`: its initial length field (4 bytes, or 0xffffffff and 8 more
+            // in 64-bit DWARF) plus its length.
+            let offset = next.offset();
+            let Some(length) = self.data.get(offset..offset.saturating_add(4)) else {
+                break;
+            };
+            let header = if length == [0xff; 4] { 12 } else { 4 };
+            let following = offset
+                .checked_add(header)
+                .and_then(|o| o.checked_add(next.entry_len()))
+                .and_then(|o| self.fde_at(o).ok());
+            match following {
+                Some(f) if f.initial_address() == fde.initial_address() => next = f,
+                _ => break,
+            }
+            if next.len() != 0 {
+                return next;
+            }
+        }
+        fde
     }
 
     /// Emits one FDE's rows up to its end or `limit` (the next FDE's start), whichever is first.
@@ -679,7 +755,7 @@ impl<'a> Cfi<'a, EhFrame<Reader<'a>>> {
                 to_offset(fde).ok_or(gimli::Error::UnsupportedIndirectPointer)
             }))
         });
-        self.emit(offsets, out);
+        self.emit(Order::SearchTable, offsets, out);
         true
     }
 }
