@@ -42,4 +42,8 @@ pub enum AgentError {
     Export(#[from] export::ExportError),
     #[error("{0}")]
     Config(String),
+    #[error(
+        "no samples: the sampler never fired in {0:.1} s (no cpu-clock ticks reached the eBPF program); nothing written"
+    )]
+    SamplerSilent(f64),
 }

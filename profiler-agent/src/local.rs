@@ -3,6 +3,8 @@ use std::io::{BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use profiler_common::Stat;
+
 use crate::bpf::BpfSampler;
 use crate::config::Config;
 use crate::export::{self, Format};
@@ -106,6 +108,11 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
     let tables = sampler.table_stats();
     let bpf_runs = sampler.run_stats();
     drop(sampler);
+    // A sampler that never fired is broken, not a quiet target: say so instead of writing an
+    // empty profile as if all went well.
+    if stats.get(Stat::Ticks) == 0 && elapsed >= Duration::from_millis(500) {
+        return Err(AgentError::SamplerSilent(elapsed.as_secs_f64()));
+    }
     let dropped = aggregator.dropped();
     let distinct_stacks = aggregator.distinct_stacks();
     let mut symbolizer = Symbolizer::new();

@@ -83,4 +83,14 @@ fn report_local(cfg: &Config, outcome: &local::Outcome) {
         telemetry::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
     );
     eprintln!("{}", outcome.report);
+    if outcome.samples == 0 {
+        let who = match cfg.pid {
+            Some(pid) => format!("pid {pid} did not run on a CPU"),
+            None => "no process ran on a CPU".to_string(),
+        };
+        eprintln!(
+            "warning: the profile is empty: {who} during the {secs:.1} s (the sampler saw {} ticks)",
+            outcome.report.stats.get(profiler_common::Stat::Ticks)
+        );
+    }
 }
