@@ -232,6 +232,7 @@ impl BpfSampler {
             .override_global(names::SELF_TGID, &own, true)
             .override_global(names::UNWIND_TABLES, &tables, true)
             .override_global(names::ARCH, &HOST_ARCH, true)
+            .map_max_entries(names::UNWIND_ROWS, opts.tables.row_chunks.max(1))
             .load(OBJECT)
             .map_err(load_error)?;
         let unwinder_loaded = match opts.unwind {

@@ -57,6 +57,12 @@ pub struct Config {
     #[arg(long, env = "PROFILER_UNWIND_CACHE_BYTES", default_value_t = 512 << 20)]
     pub unwind_cache_bytes: u64,
 
+    /// Kernel memory for unwind tables, in MiB (8 bytes per rule; glibc needs 0.2 MiB, the largest
+    /// C++ libraries about 10 MiB each). Tables that do not fit unwind by frame pointers.
+    #[arg(long, env = "PROFILER_UNWIND_TABLE_MIB", default_value_t = 24,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub unwind_table_mib: u32,
+
     /// How often the kernel maps are drained into the agent.
     #[arg(long, env = "PROFILER_DRAIN_INTERVAL", default_value = "1s", value_parser = parse_duration, hide = true)]
     pub drain_interval: Duration,
@@ -213,6 +219,8 @@ impl Config {
                 // One process: its tables are built before sampling starts. Node-wide: in the
                 // background, so new processes never hold up sampling.
                 background: self.pid.is_none(),
+                row_chunks: self.unwind_table_mib
+                    * ((1 << 20) / profiler_common::UNWIND_CHUNK_BYTES),
             },
         }
     }

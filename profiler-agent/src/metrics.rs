@@ -214,9 +214,8 @@ impl Metrics {
                 .get_or_create(&vec![("event", event)])
                 .inc_by(now.saturating_sub(before));
         }
-        self.unwind_table_bytes.set(
-            (stats.chunks_in_use * std::mem::size_of::<profiler_common::RowChunk>() as u64) as i64,
-        );
+        self.unwind_table_bytes
+            .set((stats.chunks_in_use * u64::from(profiler_common::UNWIND_CHUNK_BYTES)) as i64);
         self.unwind_processes.set(stats.processes as i64);
         *last = *stats;
     }

@@ -145,6 +145,7 @@ impl Target {
                 cache_dir: cache.path().to_path_buf(),
                 cache_max_bytes: 256 << 20,
                 background: false,
+                row_chunks: profiler_common::UNWIND_ROW_CHUNKS,
             },
             arch::X86_64,
         )

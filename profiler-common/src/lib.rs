@@ -28,10 +28,14 @@ pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
 /// extents start on a chunk boundary.
 pub const UNWIND_CHUNK_ROWS: u32 = 64;
 
-/// Chunks in the unwind-row array: 16,384 × 64 rows × 12 bytes = 12 MiB of kernel memory, about
-/// 60 copies of glibc's table. Tables that do not fit are not loaded (counted); their frames unwind
-/// by frame pointers.
-pub const UNWIND_ROW_CHUNKS: u32 = 16_384;
+/// Default chunks in the unwind-row array: 49,152 × 64 rows × 8 bytes = 24 MiB of kernel memory,
+/// 3.1 million rows: glibc takes 28,000, the largest C++ libraries (libLLVM, librustc_driver)
+/// 1.2 million each. The agent sets the real size at load time (`--unwind-table-mib`). Tables
+/// that do not fit are not loaded (counted); their frames unwind by frame pointers.
+pub const UNWIND_ROW_CHUNKS: u32 = 49_152;
+
+/// Bytes of one element of the unwind-row array.
+pub const UNWIND_CHUNK_BYTES: u32 = UNWIND_CHUNK_ROWS * 8;
 
 /// Entries in the page map (64 KiB pages of unwind tables): 4 GiB of code.
 pub const UNWIND_PAGE_ENTRIES: u32 = 65_536;
@@ -104,13 +108,13 @@ pub struct UnwoundStack {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowChunk {
-    pub rows: [unwind::UnwindRow; UNWIND_CHUNK_ROWS as usize],
+    pub rows: [unwind::PackedRow; UNWIND_CHUNK_ROWS as usize],
 }
 
 impl Default for RowChunk {
     fn default() -> Self {
         Self {
-            rows: [unwind::UnwindRow::default(); UNWIND_CHUNK_ROWS as usize],
+            rows: [unwind::PackedRow::default(); UNWIND_CHUNK_ROWS as usize],
         }
     }
 }
@@ -270,7 +274,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<RowChunk>(),
-            12 * UNWIND_CHUNK_ROWS as usize
+            UNWIND_CHUNK_BYTES as usize
         );
         assert_eq!(core::mem::size_of::<Control>(), 8);
     }

@@ -80,6 +80,66 @@ pub struct UnwindRow {
     pub ra_offset: i16,
 }
 
+/// An [`UnwindRow`] as the kernel stores it: 8 bytes instead of 12. Rows sit in page extents,
+/// so the `pc` is the 16-bit offset in the row's 64 KiB page; the saved-register offsets are
+/// stored in 8-byte slots (they are multiples of 8 on both architectures).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PackedRow {
+    /// Offset in the page ([`TABLE_PAGE_BYTES`]).
+    pub pc: u16,
+    pub kind: u8,
+    pub _pad: u8,
+    pub cfa_offset: i16,
+    /// `fp_offset / 8`.
+    pub fp_slot: i8,
+    /// `ra_offset / 8`.
+    pub ra_slot: i8,
+}
+
+impl PackedRow {
+    /// Packs a row of a page. A rule whose offsets do not fit becomes [`kind::UNSUPPORTED`] (the
+    /// unwind stops there, counted) rather than a wrong rule.
+    pub fn pack(row: &UnwindRow) -> PackedRow {
+        let pc = (row.pc & (TABLE_PAGE_BYTES as u32 - 1)) as u16;
+        let slot = |off: i16| -> Option<i8> {
+            if off % 8 == 0 {
+                i8::try_from(off / 8).ok()
+            } else {
+                None
+            }
+        };
+        match (slot(row.fp_offset), slot(row.ra_offset)) {
+            (Some(fp_slot), Some(ra_slot)) => PackedRow {
+                pc,
+                kind: row.kind,
+                _pad: 0,
+                cfa_offset: row.cfa_offset,
+                fp_slot,
+                ra_slot,
+            },
+            _ => PackedRow {
+                pc,
+                kind: kind::UNSUPPORTED,
+                ..PackedRow::default()
+            },
+        }
+    }
+
+    /// The row, at its address in the page starting at `page_start`.
+    #[inline(always)]
+    pub fn unpack(&self, page_start: u32) -> UnwindRow {
+        UnwindRow {
+            pc: page_start | u32::from(self.pc),
+            kind: self.kind,
+            _pad: 0,
+            cfa_offset: self.cfa_offset,
+            fp_offset: i16::from(self.fp_slot) * 8,
+            ra_offset: i16::from(self.ra_slot) * 8,
+        }
+    }
+}
+
 /// Key of the page map: one page of one object's table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -374,6 +434,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<UnwindRow>(), 12);
+        assert_eq!(core::mem::size_of::<PackedRow>(), 8);
         assert_eq!(core::mem::size_of::<PageKey>(), 8);
         assert_eq!(core::mem::size_of::<PageExtent>(), 8);
         assert_eq!(core::mem::size_of::<Mapping>(), 32);
@@ -601,6 +662,36 @@ mod tests {
             step_frame_pointer(arch::X86_64, &unreadable, &mut stack(&words)),
             Err(Stop::ReadFault)
         );
+    }
+
+    #[test]
+    fn packing_round_trips_and_refuses_what_does_not_fit() {
+        let row = UnwindRow {
+            pc: 0x0003_1234,
+            kind: kind::CFA_FP,
+            _pad: 0,
+            cfa_offset: 16,
+            fp_offset: -16,
+            ra_offset: -8,
+        };
+        let packed = PackedRow::pack(&row);
+        assert_eq!(packed.pc, 0x1234);
+        assert_eq!(packed.unpack(0x0003_0000), row);
+        let odd = UnwindRow {
+            fp_offset: -12,
+            ..row
+        };
+        assert_eq!(PackedRow::pack(&odd).kind, kind::UNSUPPORTED);
+        let far = UnwindRow {
+            ra_offset: -8 * 200,
+            ..row
+        };
+        assert_eq!(PackedRow::pack(&far).kind, kind::UNSUPPORTED);
+        let big_frame = UnwindRow {
+            cfa_offset: 30_000,
+            ..row
+        };
+        assert_eq!(PackedRow::pack(&big_frame).unpack(0x3_0000), big_frame);
     }
 
     #[test]

@@ -30,8 +30,8 @@ use profiler_common::{
     UNWIND_PROCESS_ENTRIES, UNWIND_ROW_CHUNKS, UNWOUND_STACK_ENTRIES, UNWOUND_STACK_ID,
     UnwoundStack, errno,
     unwind::{
-        self, FRAMES_PER_PROGRAM, MAX_UNWOUND_FRAMES, PageExtent, PageKey, ProcessMappings, Regs,
-        Stop, TABLE_PAGE_SHIFT, UnwindRow, arch, kind,
+        self, FRAMES_PER_PROGRAM, MAX_UNWOUND_FRAMES, PackedRow, PageExtent, PageKey,
+        ProcessMappings, Regs, Stop, TABLE_PAGE_BYTES, TABLE_PAGE_SHIFT, UnwindRow, arch, kind,
     },
 };
 
@@ -323,7 +323,7 @@ impl unwind::Opaque for Hidden {
 }
 
 #[inline(always)]
-fn row_at(index: u32) -> Option<UnwindRow> {
+fn row_at(index: u32) -> Option<PackedRow> {
     let index = opaque(index);
     let chunk = UNWIND_ROWS.get(index / UNWIND_CHUNK_ROWS)?;
     chunk
@@ -352,13 +352,14 @@ fn find_rule(mappings: &ProcessMappings, pc: u64, leaf: bool) -> Option<UnwindRo
     // SAFETY: the agent only deletes pages of tables no process maps any more.
     let extent = unsafe { UNWIND_PAGES.get(&key) }?;
     let start = extent.start;
+    let page_start = (vaddr as u32) & !(TABLE_PAGE_BYTES as u32 - 1);
     let index = unwind::find_row(
         extent.len,
         vaddr as u32,
-        &mut |i| row_at(start + i).map(|row| row.pc),
+        &mut |i| row_at(start + i).map(|row| page_start | u32::from(row.pc)),
         &mut Hidden,
     )?;
-    row_at(start + index)
+    row_at(start + index).map(|row| row.unpack(page_start))
 }
 
 /// Recovers the caller's registers: with the table row where there is one, else by frame pointer.

@@ -3,7 +3,7 @@
 //! one contiguous run of row chunks with an extent per 64 KiB page, and writes each process's
 //! mappings with their load biases.
 //!
-//! Bounds: the row array ([`UNWIND_ROW_CHUNKS`] chunks), the page map ([`UNWIND_PAGE_ENTRIES`]) and
+//! Bounds: the row array ([`LoaderOptions::row_chunks`], `--unwind-table-mib`), the page map ([`UNWIND_PAGE_ENTRIES`]) and
 //! the process map ([`UNWIND_PROCESS_ENTRIES`]) are fixed in the kernel; tables no sampled process
 //! maps stay loaded until their space is needed and are then evicted, least recently used first.
 //! Tables that still do not fit are not loaded (counted): their frames unwind by frame pointers.
@@ -13,11 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use profiler_common::unwind::{
-    self, MAX_MAPPINGS, PageExtent, PageKey, ProcessMappings, TABLE_PAGE_SHIFT, UnwindRow, kind,
+    self, MAX_MAPPINGS, PackedRow, PageExtent, PageKey, ProcessMappings, TABLE_PAGE_BYTES,
+    TABLE_PAGE_SHIFT, UnwindRow, kind,
 };
-use profiler_common::{
-    RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES, UNWIND_ROW_CHUNKS,
-};
+use profiler_common::{RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES};
 
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
@@ -82,6 +81,8 @@ pub struct TableLoader {
     arch: u32,
     tables: HashMap<ObjectKey, TableState>,
     free: ChunkAllocator,
+    /// Size of the kernel's row array.
+    row_chunks: u32,
     pages_in_use: usize,
     next_id: u32,
     clock: u64,
@@ -106,6 +107,8 @@ pub struct LoaderOptions {
     /// Build missing tables on a background thread at low priority (node-wide), rather than
     /// before returning (one process, whose tables should be there before sampling starts).
     pub background: bool,
+    /// Elements of the kernel's row array ([`RowChunk`]s of 64 rows).
+    pub row_chunks: u32,
 }
 
 impl TableLoader {
@@ -129,7 +132,8 @@ impl TableLoader {
             cache,
             arch,
             tables: HashMap::new(),
-            free: ChunkAllocator::new(UNWIND_ROW_CHUNKS),
+            free: ChunkAllocator::new(opts.row_chunks),
+            row_chunks: opts.row_chunks,
             pages_in_use: 0,
             next_id: 1,
             clock: 0,
@@ -144,7 +148,7 @@ impl TableLoader {
 
     pub fn stats(&self) -> LoaderStats {
         LoaderStats {
-            chunks_in_use: u64::from(UNWIND_ROW_CHUNKS - self.free.free_chunks()),
+            chunks_in_use: u64::from(self.row_chunks - self.free.free_chunks()),
             processes: self.processes.len() as u64,
             builds_pending: self.pending.len() as u64,
             ..self.stats
@@ -416,7 +420,7 @@ impl TableLoader {
         if chunks == 0 {
             return Err(LoadFailure::Unusable);
         }
-        if chunks > UNWIND_ROW_CHUNKS || pages.len() > UNWIND_PAGE_ENTRIES as usize {
+        if chunks > self.row_chunks || pages.len() > UNWIND_PAGE_ENTRIES as usize {
             // Could never fit: evicting everything else would not help.
             return Err(LoadFailure::TooBig);
         }
@@ -439,7 +443,7 @@ impl TableLoader {
         let mut ok = true;
         for span in &pages {
             for row in span.iter(rows) {
-                chunk.rows[filled] = row;
+                chunk.rows[filled] = PackedRow::pack(&row);
                 filled += 1;
                 if filled == UNWIND_CHUNK_ROWS as usize {
                     ok &= maps.write_chunk(chunk_index, &chunk).is_ok();
@@ -637,16 +641,46 @@ pub fn split_pages(rows: &[UnwindRow]) -> Vec<(u32, Vec<UnwindRow>)> {
 /// Tables waiting to be built, at most: further requests are refused and retried later.
 const BUILD_QUEUE: usize = 64;
 
+type BuildRequest = (String, ObjectKey, Arc<ObjectFile>);
+
+/// A build request ordered for a max-heap so that the smallest file comes out first.
+struct Queued {
+    size: u64,
+    request: BuildRequest,
+}
+
+impl Queued {
+    fn new(size: u64, request: BuildRequest) -> Self {
+        Self { size, request }
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.size == other.size
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.size.cmp(&self.size)
+    }
+}
+
 /// The background table builder: one thread at low priority, fed through a bounded queue.
 struct Builder {
-    requests: std::sync::mpsc::SyncSender<(String, ObjectKey, Arc<ObjectFile>)>,
+    requests: std::sync::mpsc::SyncSender<BuildRequest>,
     done: std::sync::mpsc::Receiver<(ObjectKey, bool)>,
 }
 
 impl Builder {
     fn start(cache: Arc<TableCache>) -> std::io::Result<Self> {
-        let (requests, inbox) =
-            std::sync::mpsc::sync_channel::<(String, ObjectKey, Arc<ObjectFile>)>(BUILD_QUEUE);
+        let (requests, inbox) = std::sync::mpsc::sync_channel::<BuildRequest>(BUILD_QUEUE);
         // Unbounded in type, bounded in practice: one message per request, and at most
         // BUILD_QUEUE + 1 requests are outstanding.
         let (report, done) = std::sync::mpsc::channel();
@@ -656,7 +690,27 @@ impl Builder {
                 // Table building is background work: below the workloads being profiled.
                 // SAFETY: setpriority on this thread (tid 0 = the caller) has no memory effects.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-                while let Ok((key, object_key, object)) = inbox.recv() {
+                // Smallest files first: most processes need only small tables (their program,
+                // libc), and one huge library must not hold all of them up.
+                let mut queue = std::collections::BinaryHeap::new();
+                let size = |o: &ObjectFile| o.file().metadata().map_or(u64::MAX, |m| m.len());
+                loop {
+                    if queue.is_empty() {
+                        match inbox.recv() {
+                            Ok(request) => queue.push(Queued::new(size(&request.2), request)),
+                            Err(_) => break,
+                        }
+                    }
+                    for request in inbox.try_iter() {
+                        queue.push(Queued::new(size(&request.2), request));
+                    }
+                    let Some(Queued {
+                        request: (key, object_key, object),
+                        ..
+                    }) = queue.pop()
+                    else {
+                        continue;
+                    };
                     let ok = cache.get_or_build_file(&key, object.file()).is_ok();
                     drop(object);
                     if report.send((object_key, ok)).is_err() {
@@ -741,11 +795,13 @@ impl InMemoryMaps {
             table_id,
             page: vaddr >> TABLE_PAGE_SHIFT,
         })?;
+        // As the BPF program reads them: packed rows, unpacked at the page's address.
+        let page_start = vaddr & !(TABLE_PAGE_BYTES as u32 - 1);
         let row_at = |i: u32| {
             let index = extent.start + i;
             self.chunks
                 .get(&(index / UNWIND_CHUNK_ROWS))
-                .map(|c| c.rows[(index % UNWIND_CHUNK_ROWS) as usize])
+                .map(|c| c.rows[(index % UNWIND_CHUNK_ROWS) as usize].unpack(page_start))
         };
         let i = unwind::find_row(
             extent.len,
