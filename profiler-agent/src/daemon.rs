@@ -345,6 +345,9 @@ impl SampleLoop {
             node_wide: self.cfg.pid.is_none(),
         };
         let profile = profile::build(entries, processes, symbolizer, &meta);
+        // Parsed symbol tables and DWARF are the bulk of the agent's memory; the per-address
+        // results stay cached for the next window.
+        symbolizer.release_parsed();
         self.metrics.observe_symbolizer(&symbolizer.stats);
         let resource_of = |p: &ProcessMeta| match resources.get(&p.pid) {
             Some(r) => process_attributes(r, &self.common),

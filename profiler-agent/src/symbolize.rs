@@ -1,19 +1,22 @@
-//! Turns addresses into function names, source lines and inlined frames with blazesym. One
-//! long-lived instance: blazesym caches parsed ELF/DWARF per file, and this layer caches results
-//! per (file, offset) and per kernel address.
+//! Turns addresses into function names, source lines and inlined frames: user code with blazesym
+//! (ELF symbols, DWARF lines and inlined functions, demangling), the kernel with a compact table
+//! of `/proc/kallsyms` read once. One long-lived instance caches results per (file, offset) and
+//! per kernel address, with names interned; blazesym's parsed files are released after each
+//! export in continuous mode ([`Symbolizer::release_parsed`]), which bounds memory on nodes that
+//! run large binaries.
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use blazesym::symbolize::evict::{self, Evict};
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized, Symbolizer as Blaze};
 
 use crate::process::{ObjectFile, ObjectKey};
 use crate::types::{FileOffset, VirtAddr};
 
-/// Bound on cached results (user + kernel). The cache is cleared when it is reached: entries are
-/// cheap to recompute from blazesym's own per-file cache.
-pub const MAX_CACHED_ADDRESSES: usize = 500_000;
+/// Bound on cached results (user + kernel), about 130 bytes each with interned names: ~13 MiB.
+/// The cache is cleared when it is reached; entries are recomputed on demand.
+pub const MAX_CACHED_ADDRESSES: usize = 100_000;
 
 /// One function frame; several per address when functions were inlined.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -35,7 +38,12 @@ pub struct SymbolizerStats {
 
 pub struct Symbolizer {
     blaze: Blaze,
-    kernel: Source<'static>,
+    /// Read on first use; `None` if kallsyms is unreadable or hides addresses.
+    kallsyms: Option<Option<Kallsyms>>,
+    /// Function and file names, shared by every cached frame that uses them.
+    names: std::collections::HashSet<Arc<str>>,
+    /// Files blazesym has parsed since the last [`Symbolizer::release_parsed`].
+    parsed: HashMap<ObjectKey, std::path::PathBuf>,
     user_cache: HashMap<(ObjectKey, FileOffset), Frames>,
     kernel_cache: HashMap<VirtAddr, Frames>,
     pub stats: SymbolizerStats,
@@ -56,7 +64,9 @@ impl Symbolizer {
             .build();
         Self {
             blaze,
-            kernel: Source::Kernel(Kernel::default()),
+            kallsyms: None,
+            names: std::collections::HashSet::new(),
+            parsed: HashMap::new(),
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
             stats: SymbolizerStats::default(),
@@ -67,6 +77,7 @@ impl Symbolizer {
         if self.user_cache.len() + self.kernel_cache.len() + incoming > MAX_CACHED_ADDRESSES {
             self.user_cache.clear();
             self.kernel_cache.clear();
+            self.names.clear();
         }
     }
 
@@ -88,11 +99,14 @@ impl Symbolizer {
             self.stats.cache_misses += todo.len() as u64;
             self.make_room(todo.len());
             let raw: Vec<u64> = todo.iter().map(|(_, o)| o.0).collect();
+            self.parsed
+                .entry(object.key)
+                .or_insert_with(|| object.open_path.clone());
             let src = Source::Elf(Elf::new(&object.open_path));
             let results = self.blaze.symbolize(&src, Input::FileOffset(&raw));
             for (n, (i, off)) in todo.into_iter().enumerate() {
                 let frames = match &results {
-                    Ok(syms) => to_frames(syms.get(n)),
+                    Ok(syms) => to_frames(syms.get(n), &mut self.names),
                     Err(_) => Frames::from([]),
                 };
                 self.user_cache
@@ -119,6 +133,7 @@ impl Symbolizer {
         }
         let keys: std::collections::HashSet<ObjectKey> = objects.iter().map(|o| o.key).collect();
         self.user_cache.retain(|(key, _), _| !keys.contains(key));
+        self.parsed.retain(|key, _| !keys.contains(key));
         for object in objects {
             // Eviction is best effort and cannot fail for a path it never cached.
             let _ = self
@@ -127,7 +142,20 @@ impl Symbolizer {
         }
     }
 
-    /// Symbolizes kernel addresses via kallsyms (and vmlinux where one is installed).
+    /// Releases what blazesym parsed for every file (symbol tables, DWARF: the bulk of the agent's
+    /// memory when large binaries run) and returns freed memory to the system. The results
+    /// cached per address stay, so a steady workload's next window needs blazesym only for
+    /// addresses it has not seen. Continuous mode calls this after each export.
+    pub fn release_parsed(&mut self) {
+        for (_, path) in self.parsed.drain() {
+            // Eviction is best effort and cannot fail for a path it never cached.
+            let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&path)));
+        }
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe { libc::malloc_trim(0) };
+    }
+
+    /// Symbolizes kernel addresses via kallsyms.
     pub fn kernel(&mut self, addrs: &[VirtAddr]) -> Vec<Frames> {
         let todo: Vec<VirtAddr> = {
             let mut t: Vec<VirtAddr> = addrs
@@ -143,12 +171,17 @@ impl Symbolizer {
         if !todo.is_empty() {
             self.stats.cache_misses += todo.len() as u64;
             self.make_room(todo.len());
-            let raw: Vec<u64> = todo.iter().map(|a| a.0).collect();
-            let results = self.blaze.symbolize(&self.kernel, Input::AbsAddr(&raw));
-            for (n, addr) in todo.iter().enumerate() {
-                let frames = match &results {
-                    Ok(syms) => to_frames(syms.get(n)),
-                    Err(_) => Frames::from([]),
+            let table = self
+                .kallsyms
+                .get_or_insert_with(|| Kallsyms::read("/proc/kallsyms"));
+            for addr in &todo {
+                let frames = match table.as_ref().and_then(|t| t.lookup(addr.0)) {
+                    Some(name) => Frames::from([Frame {
+                        function: intern(&mut self.names, name),
+                        file: None,
+                        line: None,
+                    }]),
+                    None => Frames::from([]),
                 };
                 self.kernel_cache.insert(*addr, frames);
             }
@@ -170,13 +203,81 @@ impl Symbolizer {
     }
 }
 
-fn file_name(info: &CodeInfo<'_>) -> Arc<str> {
-    Arc::from(info.to_path().to_string_lossy().as_ref())
+/// Kernel text symbols from `/proc/kallsyms`, sorted by address, names in one buffer (about 5 MiB
+/// for 120,000 symbols, read once).
+struct Kallsyms {
+    /// (address, offset of the name in `names`, its length).
+    symbols: Vec<(u64, u32, u16)>,
+    names: String,
+}
+
+impl Kallsyms {
+    fn read(path: &str) -> Option<Kallsyms> {
+        let text = std::fs::read_to_string(path).ok()?;
+        Self::parse(&text)
+    }
+
+    /// `None` when there are no text symbols or every address reads 0 (`kptr_restrict`).
+    fn parse(text: &str) -> Option<Kallsyms> {
+        let mut symbols = Vec::new();
+        let mut names = String::new();
+        for line in text.lines() {
+            let mut fields = line.split_ascii_whitespace();
+            let (Some(addr), Some(kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if !matches!(kind, "t" | "T" | "w" | "W") {
+                continue;
+            }
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            let (Ok(offset), Ok(len)) = (u32::try_from(names.len()), u16::try_from(name.len()))
+            else {
+                continue;
+            };
+            names.push_str(name);
+            symbols.push((addr, offset, len));
+        }
+        if symbols.iter().all(|(addr, _, _)| *addr == 0) {
+            return None;
+        }
+        symbols.sort_unstable_by_key(|(addr, _, _)| *addr);
+        symbols.shrink_to_fit();
+        names.shrink_to_fit();
+        Some(Kallsyms { symbols, names })
+    }
+
+    /// The symbol at or before `addr`.
+    fn lookup(&self, addr: u64) -> Option<&str> {
+        let i = self.symbols.partition_point(|(a, _, _)| *a <= addr);
+        let (_, offset, len) = *self.symbols.get(i.checked_sub(1)?)?;
+        self.names
+            .get(offset as usize..offset as usize + usize::from(len))
+    }
+}
+
+fn intern(names: &mut std::collections::HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(existing) = names.get(name) {
+        return Arc::clone(existing);
+    }
+    let name: Arc<str> = Arc::from(name);
+    names.insert(Arc::clone(&name));
+    name
+}
+
+fn file_name(info: &CodeInfo<'_>, names: &mut std::collections::HashSet<Arc<str>>) -> Arc<str> {
+    intern(names, info.to_path().to_string_lossy().as_ref())
 }
 
 /// blazesym reports the outer function with the inlined calls in nesting order (outer to inner);
 /// we want innermost first, each with its own line.
-fn to_frames(sym: Option<&Symbolized<'_>>) -> Frames {
+fn to_frames(
+    sym: Option<&Symbolized<'_>>,
+    names: &mut std::collections::HashSet<Arc<str>>,
+) -> Frames {
     let Some(Symbolized::Sym(sym)) = sym else {
         return Frames::from([]);
     };
@@ -189,15 +290,71 @@ fn to_frames(sym: Option<&Symbolized<'_>>) -> Frames {
     let mut frames: Vec<Frame> = Vec::with_capacity(1 + inlined.len());
     for inl in inlined.iter().rev() {
         frames.push(Frame {
-            function: Arc::from(inl.name.as_ref()),
-            file: inl.code_info.as_ref().map(file_name),
+            function: intern(names, inl.name.as_ref()),
+            file: inl.code_info.as_ref().map(|c| file_name(c, names)),
             line: inl.code_info.as_ref().and_then(|c| c.line),
         });
     }
     frames.push(Frame {
-        function: Arc::from(name.as_ref()),
-        file: code_info.as_deref().map(file_name),
+        function: intern(names, name.as_ref()),
+        file: code_info.as_deref().map(|c| file_name(c, names)),
         line: code_info.as_deref().and_then(|c| c.line),
     });
     Frames::from(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _stext
+ffffffff81000100 t do_one_initcall
+ffffffff81000050 T startup_64
+ffffffff81001000 D some_data
+ffffffff81002000 W weak_fn
+ffffffffc0000000 t mod_fn\t[some_module]
+garbage line
+";
+
+    #[test]
+    fn kallsyms_lookups_find_the_symbol_at_or_before() {
+        let k = Kallsyms::parse(KALLSYMS).expect("symbols");
+        assert_eq!(k.symbols.len(), 5, "data symbols and junk are skipped");
+        assert_eq!(k.lookup(0xffffffff81000000), Some("_stext"));
+        assert_eq!(k.lookup(0xffffffff81000060), Some("startup_64"));
+        assert_eq!(k.lookup(0xffffffff81000fff), Some("do_one_initcall"));
+        assert_eq!(k.lookup(0xffffffff81002010), Some("weak_fn"));
+        assert_eq!(k.lookup(0xffffffffc0000004), Some("mod_fn"));
+        assert_eq!(k.lookup(0x1000), None);
+    }
+
+    #[test]
+    fn hidden_kernel_addresses_mean_no_table() {
+        let hidden = "0000000000000000 T _stext\n0000000000000000 t foo\n";
+        assert!(Kallsyms::parse(hidden).is_none());
+        assert!(Kallsyms::parse("").is_none());
+    }
+
+    #[test]
+    fn names_are_shared() {
+        let mut names = std::collections::HashSet::new();
+        let a = intern(&mut names, "main");
+        let b = intern(&mut names, "main");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn the_running_kernel_symbolizes() {
+        let mut s = Symbolizer::new();
+        let Some(Some(table)) = Some(Kallsyms::read("/proc/kallsyms")) else {
+            eprintln!("skipped: kallsyms hides addresses here (needs root)");
+            return;
+        };
+        let (addr, _, _) = table.symbols[table.symbols.len() / 2];
+        let frames = s.kernel(&[VirtAddr(addr + 1)]);
+        assert_eq!(frames.len(), 1);
+        assert!(!frames[0].is_empty());
+    }
 }
