@@ -106,6 +106,22 @@ def test_agent_configuration_from_values(ds):
     assert env["PROFILER_HOST_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 
 
+def test_unwind_cache_lives_on_its_own_bounded_volume_the_agent_stays_inside(ds, workspace):
+    env = {e["name"]: e for e in _agent(ds)["env"]}
+    assert env["PROFILER_UNWIND"]["value"] == "auto"
+    assert env["PROFILER_UNWIND_TABLE_MIB"]["value"] == "24"
+    mounts = {m["name"]: m["mountPath"] for m in _agent(ds)["volumeMounts"]}
+    assert mounts["unwind-cache"] == env["PROFILER_UNWIND_CACHE_DIR"]["value"]
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    limit_mib = int(volumes["unwind-cache"]["emptyDir"]["sizeLimit"].removesuffix("Mi"))
+    # The agent's own bound is below the volume's, so the kubelet never evicts the pod for it.
+    assert 0 < int(env["PROFILER_UNWIND_CACHE_BYTES"]["value"]) < limit_mib << 20
+    bigger = _daemonset(_render(workspace, "agent.unwindCacheMiB=1024", "agent.unwind=fp"))
+    env = {e["name"]: e for e in _agent(bigger)["env"]}
+    assert env["PROFILER_UNWIND"]["value"] == "fp"
+    assert int(env["PROFILER_UNWIND_CACHE_BYTES"]["value"]) == 1024 * 943718
+
+
 def test_requests_and_limits_are_set(ds):
     res = _agent(ds)["resources"]
     assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
@@ -127,7 +143,8 @@ def test_metrics_service_and_podmonitor_options(workspace, rendered):
 
 
 @pytest.mark.parametrize("bad", ["agent.exporter=kafka", "agent.frequency=0", "privileged=true",
-                                 "agent.otlpEndpoint=collector:4317"])
+                                 "agent.otlpEndpoint=collector:4317", "agent.unwind=frames",
+                                 "agent.unwindTableMiB=0"])
 def test_schema_rejects_bad_values(workspace, bad):
     out = chartlib.helm_template(workspace.staged["kalypso-profiler"], "p", "p", set_values=[bad])
     assert out.returncode != 0 and "schema" in out.stderr, bad
