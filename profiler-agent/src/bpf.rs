@@ -227,12 +227,16 @@ impl BpfSampler {
         let target = opts.target.map_or(0, |p| p.0);
         let own = std::process::id();
         let tables = u32::from(opts.unwind != UnwindMode::Fp);
+        let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
+        let unwound = unwound_stack_entries(cpus, opts.frequency);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TARGET_TGID, &target, true)
             .override_global(names::SELF_TGID, &own, true)
             .override_global(names::UNWIND_TABLES, &tables, true)
             .override_global(names::ARCH, &HOST_ARCH, true)
             .map_max_entries(names::UNWIND_ROWS, opts.tables.row_chunks.max(1))
+            .map_max_entries(names::UNWOUND_STACKS[0], unwound)
+            .map_max_entries(names::UNWOUND_STACKS[1], unwound)
             .load(OBJECT)
             .map_err(load_error)?;
         let unwinder_loaded = match opts.unwind {
@@ -460,6 +464,17 @@ impl SampleSource for BpfSampler {
     }
 }
 
+/// Entries of each generation's unwound-stack map (1,040 bytes each, preallocated): four times
+/// the samples one drain can hold at this frequency on this many CPUs, so that every sample of a
+/// tick can have its own stack even when a drain runs late; within [2,048, 32,768] (2–33 MiB).
+pub fn unwound_stack_entries(cpus: usize, frequency: u64) -> u32 {
+    let per_drain = (cpus as u64).saturating_mul(frequency);
+    per_drain
+        .saturating_mul(4)
+        .next_power_of_two()
+        .clamp(2_048, 32_768) as u32
+}
+
 /// Loads the table unwinder and puts it in the tail-call slot.
 fn load_unwinder(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     let program: &mut PerfEvent = ebpf
@@ -520,6 +535,19 @@ fn typed_stacks(
     generation: usize,
 ) -> Result<StackTraceMap<MapData>, BpfError> {
     StackTraceMap::try_from(map).map_err(|e| map_error(names::STACKS[generation], e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwound_stack_map_scales_with_the_node() {
+        assert_eq!(unwound_stack_entries(2, 99), 2_048);
+        assert_eq!(unwound_stack_entries(16, 99), 8_192);
+        assert_eq!(unwound_stack_entries(64, 99), 32_768);
+        assert_eq!(unwound_stack_entries(512, 10_000), 32_768);
+    }
 }
 
 fn map_error(map: &'static str, err: impl std::error::Error) -> BpfError {

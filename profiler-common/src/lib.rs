@@ -44,9 +44,10 @@ pub const UNWIND_PAGE_ENTRIES: u32 = 65_536;
 /// frame pointers.
 pub const UNWIND_PROCESS_ENTRIES: u32 = 1_024;
 
-/// Distinct table-unwound user stacks per generation (1,040 bytes each, preallocated: 8.1 MiB per
-/// generation). When full, a sample's user stack is recorded as lost (counted).
-pub const UNWOUND_STACK_ENTRIES: u32 = 8_192;
+/// Distinct table-unwound user stacks per generation (1,040 bytes each, preallocated). The agent
+/// sizes the map at load time from the CPU count and frequency (2,048 on a small node); this is
+/// only the object's placeholder. When full, a sample's user stack is recorded as lost (counted).
+pub const UNWOUND_STACK_ENTRIES: u32 = 2_048;
 
 /// `SampleKey::user_stack_id` of a stack unwound with tables: the frames are in the
 /// `UNWOUND_STACKS_n` map under `SampleKey::unwound_stack`.
