@@ -132,6 +132,13 @@ pub struct BpfSampler {
 fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
+        // The verifier rejects a program with EACCES too; its log tells the two apart.
+        if let Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) =
+            e.downcast_ref::<aya::programs::ProgramError>()
+            && !verifier_log.to_string().trim().is_empty()
+        {
+            return false;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
         {

@@ -24,7 +24,9 @@ pub const MAX_ROWS_PER_PAGE: u32 = (1 << TABLE_PAGE_SHIFT) + 1;
 pub const ROW_SEARCH_STEPS: u32 = 17;
 
 /// Executable mappings with unwind tables per process; further ones unwind by frame pointers.
+/// A power of two: the BPF program masks indices with `MAX_MAPPINGS - 1`.
 pub const MAX_MAPPINGS: usize = 128;
+const _: () = assert!(MAX_MAPPINGS.is_power_of_two());
 
 /// Binary-search iterations that cover [`MAX_MAPPINGS`] (2^8 > 128).
 pub const MAPPING_SEARCH_STEPS: u32 = 8;
@@ -326,8 +328,7 @@ pub fn find_row(
     let mut lo = 0u32;
     let mut hi = len;
     for _ in 0..ROW_SEARCH_STEPS {
-        lo = opaque.hide(lo);
-        hi = opaque.hide(hi);
+        (lo, hi) = opaque.hide(lo, hi);
         if lo >= hi {
             break;
         }
@@ -363,8 +364,7 @@ pub fn find_mapping(
     let mut lo = 0u32;
     let mut hi = len;
     for _ in 0..=MAPPING_SEARCH_STEPS {
-        lo = opaque.hide(lo);
-        hi = opaque.hide(hi);
+        (lo, hi) = opaque.hide(lo, hi);
         if lo >= hi {
             break;
         }
@@ -391,7 +391,7 @@ pub fn find_mapping(
 /// then lead to the same state, and the cost stays linear in the number of steps. Every index is
 /// still bounds-checked where it is used. Userspace uses [`Identity`].
 pub trait Opaque {
-    fn hide(&mut self, value: u32) -> u32;
+    fn hide(&mut self, lo: u32, hi: u32) -> (u32, u32);
 }
 
 /// [`Opaque`] for ordinary code: returns the value.
@@ -399,8 +399,8 @@ pub struct Identity;
 
 impl Opaque for Identity {
     #[inline(always)]
-    fn hide(&mut self, value: u32) -> u32 {
-        value
+    fn hide(&mut self, lo: u32, hi: u32) -> (u32, u32) {
+        (lo, hi)
     }
 }
 

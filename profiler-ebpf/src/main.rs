@@ -117,21 +117,23 @@ static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1,
 
 /// Per-CPU word that search indices pass through, see [`opaque`].
 #[map]
-static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Returns `value` unchanged, by way of memory the verifier does not track. Binary-search indices
-/// index arrays, which makes the verifier track them precisely back through every comparison,
-/// so it would explore each search path separately (exponentially many); a value loaded from a
-/// map is just "some u32" to it, and the paths merge. Bounds are still checked at each use.
+/// Returns `(lo, hi)` unchanged, by way of memory the verifier does not track. Binary-search
+/// bounds index arrays, which makes the verifier track them precisely back through every
+/// comparison, so it would explore each search path separately (exponentially many); values
+/// loaded from a map are just "some u32" to it, and the paths merge. Bounds are still checked at
+/// each use. One per-CPU word carries both.
 #[inline(always)]
-fn opaque(value: u32) -> u32 {
+fn opaque(lo: u32, hi: u32) -> (u32, u32) {
     match SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, and these programs cannot be re-entered on the same CPU.
         Some(slot) => unsafe {
-            core::ptr::write_volatile(slot, value);
-            core::ptr::read_volatile(slot)
+            core::ptr::write_volatile(slot, u64::from(lo) | (u64::from(hi) << 32));
+            let both = core::ptr::read_volatile(slot);
+            (both as u32, (both >> 32) as u32)
         },
-        None => u32::MAX,
+        None => (0, 0),
     }
 }
 
@@ -317,14 +319,13 @@ struct Hidden;
 
 impl unwind::Opaque for Hidden {
     #[inline(always)]
-    fn hide(&mut self, value: u32) -> u32 {
-        opaque(value)
+    fn hide(&mut self, lo: u32, hi: u32) -> (u32, u32) {
+        opaque(lo, hi)
     }
 }
 
 #[inline(always)]
 fn row_at(index: u32) -> Option<PackedRow> {
-    let index = opaque(index);
     let chunk = UNWIND_ROWS.get(index / UNWIND_CHUNK_ROWS)?;
     chunk
         .rows
@@ -338,7 +339,14 @@ fn find_rule(mappings: &ProcessMappings, pc: u64, leaf: bool) -> Option<UnwindRo
     let mapping = unwind::find_mapping(
         mappings.len,
         pc,
-        &mut |i| mappings.mappings.get(opaque(i) as usize).copied(),
+        // Masked (MAX_MAPPINGS is a power of two, and i < len <= MAX_MAPPINGS): LLVM may index
+        // with a copy of `i` that a plain bounds check did not cover, which the verifier refuses.
+        &mut |i| {
+            mappings
+                .mappings
+                .get((i & (unwind::MAX_MAPPINGS as u32 - 1)) as usize)
+                .copied()
+        },
         &mut Hidden,
     )?;
     let vaddr = unwind::lookup_address(&mapping, pc, leaf);
