@@ -10,7 +10,9 @@ proto field names; 64-bit integers are strings, default-valued fields are omitte
 `_received_unix_nano` and `_wire_bytes` (the serialized, uncompressed request size).
 
 Fault injection for the "never lose data silently" tests:
-  --stall-seconds S      sleep before answering each call (a slow collector)
+  --stall-seconds S      sleep before answering each call (a slow collector); SIGUSR1 ends the
+                         stall for good: stalled calls are answered at once and later ones are
+                         not delayed (the collector recovers without a restart)
   --reject-first N       answer the first N calls with UNAVAILABLE (a flapping collector)
   --require-header K=V   answer calls lacking that metadata with UNAUTHENTICATED
   --max-message-bytes N  the server's receive limit (RESOURCE_EXHAUSTED above it)
@@ -49,12 +51,12 @@ def parse_header(text):
 
 
 class Receiver(profiles_service_pb2_grpc.ProfilesServiceServicer):
-    def __init__(self, out, stall_seconds, reject_first, required_headers, stop):
+    def __init__(self, out, stall_seconds, reject_first, required_headers, unstall):
         self.out = out
         self.stall_seconds = stall_seconds
         self.reject_first = reject_first
         self.required_headers = required_headers
-        self.stop = stop
+        self.unstall = unstall
         self.lock = threading.Lock()
         self.calls = 0
 
@@ -75,8 +77,7 @@ class Receiver(profiles_service_pb2_grpc.ProfilesServiceServicer):
                 log(f"call {call}: rejected with UNAUTHENTICATED (header {key!r} missing or wrong)")
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, f"receiver: header {key} required")
         if self.stall_seconds > 0:
-            # An Event rather than time.sleep so SIGTERM does not wait for stalled calls.
-            self.stop.wait(self.stall_seconds)
+            self.stall(context)
         # Record only what the client will see acknowledged: a call whose deadline passed during
         # the stall is retried by the agent, and recording both copies would double-count samples.
         if not context.is_active():
@@ -90,6 +91,16 @@ class Receiver(profiles_service_pb2_grpc.ProfilesServiceServicer):
             self.out.write(line + "\n")
             self.out.flush()
         return profiles_service_pb2.ExportProfilesServiceResponse()
+
+    def stall(self, context):
+        """Waits --stall-seconds, or until SIGUSR1 or SIGTERM (an Event rather than time.sleep so
+        neither waits for stalled calls), or until the client gives up: a worker thread is not held
+        for a call nobody waits for, so a long stall does not use up the server's workers."""
+        until = time.monotonic() + self.stall_seconds
+        while context.is_active():
+            left = until - time.monotonic()
+            if left <= 0 or self.unstall.wait(min(left, 0.2)):
+                return
 
 
 def main(argv=None):
@@ -105,6 +116,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     stop = threading.Event()
+    # Set by SIGUSR1 (the collector recovers) and by SIGTERM (stalled calls must not delay exit).
+    unstall = threading.Event()
     out = open(args.out, "a", encoding="utf-8")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8),
@@ -116,7 +129,7 @@ def main(argv=None):
         ],
     )
     profiles_service_pb2_grpc.add_ProfilesServiceServicer_to_server(
-        Receiver(out, args.stall_seconds, args.reject_first, args.require_header, stop), server
+        Receiver(out, args.stall_seconds, args.reject_first, args.require_header, unstall), server
     )
     try:
         # Older grpcio returns 0 on failure, newer raises.
@@ -127,14 +140,21 @@ def main(argv=None):
         log(f"cannot bind 127.0.0.1:{args.port}")
         return 2
     server.start()
-    print(f"listening on 127.0.0.1:{port}", flush=True)
 
+    # Installed before the `listening` line: a test may signal as soon as it has read it.
     def on_signal(signum, _frame):
         log(f"signal {signum}: shutting down")
+        unstall.set()
         stop.set()
+
+    def on_unstall(signum, _frame):
+        log(f"signal {signum}: no more stalling")
+        unstall.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_unstall)
+    print(f"listening on 127.0.0.1:{port}", flush=True)
     # Wake up periodically so the signal handler runs promptly on the main thread.
     while not stop.wait(0.2):
         pass

@@ -181,6 +181,53 @@ def test_stall_not_recorded_after_client_deadline_and_sigterm_is_prompt(receiver
     assert r.lines() == []
 
 
+def test_sigusr1_ends_the_stall_for_stalled_and_later_calls(receiver):
+    import threading
+
+    r = receiver("--stall-seconds", "60")
+    result = {}
+
+    def call():
+        try:
+            result["response"] = r.export(valid_request(), timeout=30)
+        except grpc.RpcError as e:  # pragma: no cover - reported by the assertion below
+            result["error"] = e.code()
+
+    stalled = threading.Thread(target=call)
+    stalled.start()
+    stalled.join(1.0)
+    assert stalled.is_alive(), "the call was answered during the stall"
+    assert r.lines() == []
+    r.proc.send_signal(signal.SIGUSR1)
+    stalled.join(10)
+    assert not stalled.is_alive(), "SIGUSR1 did not release the stalled call"
+    assert result == {"response": svc.ExportProfilesServiceResponse()}, result
+    t0 = time.monotonic()
+    r.export(valid_request(), timeout=10)
+    assert time.monotonic() - t0 < 5  # later calls are not stalled
+    assert len(r.lines()) == 2
+    assert r.stop() == 0
+
+
+def test_a_call_abandoned_by_its_client_frees_its_worker(receiver):
+    # More abandoned stalled calls than the server has worker threads (8): each must free its
+    # worker when the client gives up, or the last calls would queue behind the stall.
+    r = receiver("--stall-seconds", "60")
+    for _ in range(10):
+        with pytest.raises(grpc.RpcError) as e:
+            r.export(valid_request(), timeout=0.3)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1.0)
+    r.proc.send_signal(signal.SIGUSR1)
+    r.export(valid_request(), timeout=5)
+    assert len(r.lines()) == 1
+    assert r.stop() == 0
+    log = r.proc.stderr.read()
+    # Every abandoned call ended before the stall did, not because of it.
+    before_unstall = log.split("no more stalling")[0]
+    assert before_unstall.count("client gave up") == 10, log
+
+
 def _recorded(req):
     """The request as the receiver would record it, without a server round trip."""
     from google.protobuf import json_format

@@ -312,3 +312,286 @@ pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
     );
     assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
 }
+
+/// A field of `/proc/PID/status` given in kB (`VmRSS`, `VmHWM`), in KiB; `None` once the process
+/// is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The number written just before `label` in the agent's summary (`… 12 addresses unresolved`).
+pub fn number_before(summary: &str, label: &str) -> Option<u64> {
+    let at = summary.find(label)?;
+    summary[..at].trim_end().rsplit(' ').next()?.parse().ok()
+}
+
+/// The peak RSS a local run reports in its summary (`max RSS 43.3 MiB`), in MiB.
+pub fn summary_max_rss_mib(summary: &str) -> Option<f64> {
+    summary
+        .split("max RSS ")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The agent in continuous mode, its `/metrics` on a free port. Its output is read as it comes,
+/// so a long, chatty run never blocks on a full pipe. Killed when dropped.
+pub struct DaemonAgent {
+    child: Option<Child>,
+    pub metrics_port: u16,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl DaemonAgent {
+    /// Starts the agent with `args` (plus `--metrics-addr`) and waits for its metrics server.
+    pub fn start(args: &[&str]) -> DaemonAgent {
+        Self::start_wrapped(&[], args)
+    }
+
+    /// The same, run through `wrapper` (e.g. `["taskset", "-c", "0"]`), which must exec the
+    /// agent in its own process.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> DaemonAgent {
+        let metrics_port = otlp::free_port();
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(agent_binary());
+                c
+            }
+            None => Command::new(agent_binary()),
+        };
+        let mut child = command
+            .args(args)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .env("PROFILER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let drain = |mut from: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                let _ = from.read_to_end(&mut all);
+                all
+            })
+        };
+        let stdout = Some(drain(Box::new(child.stdout.take().unwrap())));
+        let stderr = Some(drain(Box::new(child.stderr.take().unwrap())));
+        let agent = DaemonAgent {
+            child: Some(child),
+            metrics_port,
+            stdout,
+            stderr,
+        };
+        otlp::wait_for(
+            std::time::Duration::from_secs(20),
+            "the metrics server",
+            || std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok(),
+        );
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = otlp::http_get(self.metrics_port, "/metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// SIGTERM, then the exit status and output, and how long the agent took to exit.
+    pub fn terminate(mut self) -> (Output, std::time::Duration) {
+        let mut child = self.child.take().unwrap();
+        let sent = std::time::Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let took = sent.elapsed();
+        let out = Output {
+            status,
+            stdout: self.stdout.take().unwrap().join().unwrap(),
+            stderr: self.stderr.take().unwrap().join().unwrap(),
+        };
+        eprintln!(
+            "agent: {} after {:.1} s\n{}",
+            out.status,
+            took.as_secs_f64(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, took)
+    }
+}
+
+impl Drop for DaemonAgent {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit 0 and no panic.
+pub fn assert_clean_exit(out: &Output) {
+    let stderr = stderr_of(out);
+    assert!(
+        !stderr.contains("panicked"),
+        "the agent panicked:\n{stderr}"
+    );
+    assert!(
+        out.status.success(),
+        "exit status {}:\n{stderr}",
+        out.status
+    );
+}
+
+/// Runs the agent to completion through `wrapper`, a command that execs it (`unshare …`,
+/// `nice -n 10`).
+pub fn run_agent_via(wrapper: &[&str], args: &[&str]) -> Output {
+    let out = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(agent_binary())
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap_or_else(|e| panic!("{wrapper:?}: {e}"));
+    eprintln!(
+        "agent via {wrapper:?} {args:?}: {}\n{}",
+        out.status,
+        stderr_of(&out)
+    );
+    out
+}
+
+/// The number written just after `label` (`sent 120 in …`).
+pub fn number_after(text: &str, label: &str) -> Option<u64> {
+    text.split(label)
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Continuous mode's exit summary (`collected N samples; sent N in …; dropped N; …`):
+/// (collected, sent, dropped).
+pub fn daemon_summary(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("collected "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
+    let n = |label| number_after(line, label).unwrap_or_else(|| panic!("no `{label}` in {line}"));
+    (n("collected "), n("sent "), n("dropped "))
+}
+
+/// calltree's `main;outer;hot_a;work` and `…;hot_b;work` samples in folded stacks (root first).
+pub fn calltree_split(folded: &BTreeMap<Vec<String>, u64>) -> (u64, u64) {
+    (
+        count_with(folded, &["main", "outer", "hot_a", "work"]),
+        count_with(folded, &["main", "outer", "hot_b", "work"]),
+    )
+}
+
+/// The same from stacks leaf first, as [`otlp::stacks_of`] gives them.
+pub fn calltree_split_leaf_first(stacks: &[(Vec<String>, u64)]) -> (u64, u64) {
+    let count = |path: &[&str]| -> u64 {
+        stacks
+            .iter()
+            .filter(|(s, _)| s.windows(path.len()).any(|w| w == path))
+            .map(|(_, c)| c)
+            .sum()
+    };
+    (
+        count(&["work", "hot_a", "outer", "main"]),
+        count(&["work", "hot_b", "outer", "main"]),
+    )
+}
+
+/// calltree calls hot_a three times as often as hot_b: ~75 % of the call tree's samples, of which
+/// there must be `at_least`.
+pub fn assert_calltree_shares(what: &str, (a, b): (u64, u64), at_least: u64) {
+    eprintln!("{what}: hot_a {a}, hot_b {b}");
+    assert!(
+        a + b >= at_least,
+        "{what}: only {a} + {b} samples of the call tree"
+    );
+    let share = a as f64 / (a + b) as f64;
+    assert!(
+        (0.68..=0.82).contains(&share),
+        "{what}: hot_a share {share:.3}, expected ~0.75"
+    );
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A process's resident memory (`VmRSS`) sampled over time.
+pub struct RssTrace {
+    pid: u32,
+    start: std::time::Instant,
+    /// (seconds since start, MiB)
+    pub points: Vec<(f64, f64)>,
+}
+
+impl RssTrace {
+    pub fn new(pid: u32) -> RssTrace {
+        RssTrace {
+            pid,
+            start: std::time::Instant::now(),
+            points: Vec::new(),
+        }
+    }
+
+    pub fn sample(&mut self) {
+        if let Some(kib) = proc_status_kib(self.pid, "VmRSS") {
+            self.points
+                .push((self.start.elapsed().as_secs_f64(), mib(kib)));
+        }
+    }
+
+    pub fn peak(&self) -> f64 {
+        peak_of(&self.points)
+    }
+
+    /// Memory must not climb while the fault lasts: the peak of the last third of the samples
+    /// may exceed that of the first third by `tolerance` MiB at most.
+    pub fn assert_flat(&self, what: &str, tolerance: f64) {
+        let n = self.points.len() / 3;
+        assert!(n > 0, "{what}: too few RSS samples");
+        let (early, late) = (peak_of(&self.points[..n]), peak_of(&self.points[2 * n..]));
+        let every = (self.points.len() / 12).max(1);
+        eprintln!(
+            "{what}: RSS (s, MiB) {:?}",
+            self.points
+                .iter()
+                .step_by(every)
+                .map(|(t, m)| (t.round() as u64, m.round() as u64))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            late - early <= tolerance,
+            "{what}: RSS grew from {early:.1} to {late:.1} MiB"
+        );
+    }
+}
+
+fn peak_of(points: &[(f64, f64)]) -> f64 {
+    points.iter().map(|(_, m)| *m).fold(0.0, f64::max)
+}

@@ -229,3 +229,36 @@ fn resource_profiles(requests: &[Value]) -> impl Iterator<Item = Value> + '_ {
             .unwrap_or_default()
     })
 }
+
+/// Flags for continuous export over OTLP to `endpoint` every `interval`.
+pub fn otlp_export_args(endpoint: &str, interval: &str) -> Vec<String> {
+    [
+        "--exporter",
+        "otlp",
+        "--otlp-endpoint",
+        endpoint,
+        "--export-interval",
+        interval,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A kernel-side counter from the agent's `/metrics` text.
+pub fn kernel_event(metrics: &str, event: &str) -> f64 {
+    metric(
+        metrics,
+        &format!("kalypso_bpf_events_total{{event=\"{event}\"}}"),
+    )
+}
+
+/// The requests the receiver got after `t`.
+pub fn received_after(requests: &[Value], t: std::time::SystemTime) -> Vec<Value> {
+    let t = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    requests
+        .iter()
+        .filter(|r| r["_received_unix_nano"].as_u64().is_some_and(|n| n > t))
+        .cloned()
+        .collect()
+}
