@@ -1,8 +1,8 @@
 //! Continuous mode (the DaemonSet): sample every process (or one), export every interval, never
 //! block sampling on export, and flush what is pending on SIGTERM.
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -108,6 +108,16 @@ pub struct DaemonSummary {
 }
 
 pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, AgentError> {
+    // SIGTERM and Ctrl-C are caught from the very start: a pod stopped while the agent is still
+    // loading must exit 0, not die of the signal. Their arrival starts the one shutdown deadline.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signalled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let signals = tokio::spawn(wait_for_signal(
+        term,
+        Arc::clone(&stop),
+        Arc::clone(&signalled_at),
+    ));
     if let Some(pid) = cfg.pid
         && !process::exists(pid)
     {
@@ -131,14 +141,13 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         shutdown_rx,
     ));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let signals = tokio::spawn(wait_for_signal(Arc::clone(&stop)));
     let loop_ctx = SampleLoop {
         cfg: cfg.clone(),
         common,
         metrics: Arc::clone(&metrics),
         queue: Arc::clone(&queue),
         stop: Arc::clone(&stop),
+        signalled_at: Arc::clone(&signalled_at),
     };
     let mut summary = tokio::task::spawn_blocking(move || loop_ctx.run(sampler))
         .await
@@ -146,7 +155,7 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
     signals.abort();
 
     // Send what is pending until the deadline, then count whatever is left as dropped.
-    let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
+    let deadline = tokio::time::Instant::from_std(shutdown_deadline(&signalled_at, cfg));
     let _ = shutdown_tx.send(Some(deadline));
     let _ = tokio::time::timeout_at(deadline + Duration::from_millis(200), sender).await;
     let left = queue.abandon();
@@ -164,22 +173,37 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
     Ok(summary)
 }
 
-async fn wait_for_signal(stop: Arc<AtomicBool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
+async fn wait_for_signal(
+    mut term: Option<tokio::signal::unix::Signal>,
+    stop: Arc<AtomicBool>,
+    signalled_at: Arc<Mutex<Option<Instant>>>,
+) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
+    *signalled_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     stop.store(true, Ordering::SeqCst);
 }
 
+/// When everything must be done: `--shutdown-timeout` after the signal (or after now, when the
+/// target exited), covering the last export's symbolization as well as the sending.
+fn shutdown_deadline(signalled_at: &Mutex<Option<Instant>>, cfg: &Config) -> Instant {
+    let from = signalled_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(Instant::now);
+    from + cfg.shutdown_timeout
+}
+
+#[derive(Clone)]
 struct SampleLoop {
     cfg: Config,
     common: Vec<KeyValue>,
     metrics: Arc<Metrics>,
     queue: Arc<ExportQueue>,
     stop: Arc<AtomicBool>,
+    signalled_at: Arc<Mutex<Option<Instant>>>,
 }
 
 /// State carried between export windows.
@@ -227,7 +251,10 @@ impl SampleLoop {
                 sampler.stop();
             }
             let batch = sampler.drain()?;
-            let batch = self.keep_wanted(batch, &mut processes, &mut resources, &mut sampler);
+            // Once stopping, no more unwind tables are loaded: nothing will be sampled with them,
+            // and loading a large one on a starved CPU would eat into the shutdown deadline.
+            let tables = (!stopping).then_some(&mut sampler);
+            let batch = self.keep_wanted(batch, &mut processes, &mut resources, tables);
             summary.samples += batch.total();
             window.aggregator.add(batch);
             self.metrics.observe_sampler(&sampler.stats()?);
@@ -235,7 +262,22 @@ impl SampleLoop {
                 self.metrics.observe_tables(&tables);
             }
             self.metrics.tick();
-            if stopping || window.began.elapsed() >= self.cfg.export_interval {
+            if stopping {
+                let w = std::mem::replace(
+                    &mut window,
+                    Window {
+                        aggregator: Aggregator::default(),
+                        start: SystemTime::now(),
+                        began: Instant::now(),
+                    },
+                );
+                drop(symbolizer);
+                summary.requests += self.export_last(w, processes, resources);
+                summary.exports += 1;
+                summary.target_exited = target_gone;
+                return Ok(summary);
+            }
+            if window.began.elapsed() >= self.cfg.export_interval {
                 let w = std::mem::replace(
                     &mut window,
                     Window {
@@ -266,9 +308,44 @@ impl SampleLoop {
             self.metrics
                 .open_objects
                 .set(processes.open_objects() as i64);
-            if stopping {
-                summary.target_exited = target_gone;
-                return Ok(summary);
+        }
+    }
+
+    /// Exports the last window within the shutdown deadline. Symbolizing a busy node's window
+    /// can take long on a starved CPU; it runs on its own thread, and if the deadline passes
+    /// first, the window's samples are counted as unsent and the agent exits on time (the
+    /// kubelet would kill it at the end of the grace period anyway, losing everything).
+    fn export_last(
+        &self,
+        window: Window,
+        processes: ProcessTable,
+        resources: HashMap<Pid, ProcessResource>,
+    ) -> u64 {
+        let deadline = shutdown_deadline(&self.signalled_at, &self.cfg);
+        let samples = window.aggregator.total();
+        let (done, result) = std::sync::mpsc::channel();
+        let exporter = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kalypso-last-export".into())
+            .spawn(move || {
+                // blazesym's symbolizer stays on the thread that made it; a new one starts cold,
+                // which only the last window pays for.
+                let mut symbolizer = Symbolizer::new();
+                let requests = exporter.export(window, &processes, &resources, &mut symbolizer);
+                let _ = done.send(requests);
+            });
+        if spawned.is_err() {
+            self.metrics.drop_samples("unsent_at_shutdown", samples);
+            return 0;
+        }
+        match result.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(requests) => requests,
+            Err(_) => {
+                self.metrics.drop_samples("unsent_at_shutdown", samples);
+                tracing::warn!(
+                    "{samples} samples of the last window were not ready before the shutdown deadline"
+                );
+                0
             }
         }
     }
@@ -295,7 +372,7 @@ impl SampleLoop {
         mut batch: RawBatch,
         processes: &mut ProcessTable,
         resources: &mut HashMap<Pid, ProcessResource>,
-        sampler: &mut BpfSampler,
+        mut sampler: Option<&mut BpfSampler>,
     ) -> RawBatch {
         let mut pids: Vec<Pid> = batch.samples.iter().map(|s| s.pid).collect();
         pids.sort_unstable();
@@ -310,7 +387,7 @@ impl SampleLoop {
                 unwanted.push(pid);
                 continue;
             }
-            if let Some(info) = processes.get(pid) {
+            if let (Some(info), Some(sampler)) = (processes.get(pid), sampler.as_deref_mut()) {
                 sampler.update_process(info);
             }
             resources
