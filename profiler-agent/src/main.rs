@@ -6,6 +6,15 @@ use profiler_agent::record::StopReason;
 use profiler_agent::{daemon, local, telemetry};
 use tracing_subscriber::EnvFilter;
 
+/// `eprintln!` that never panics: a closed stderr (`… 2>&1 | head -1`) must not turn a run
+/// whose profile was written into a crash.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cfg = Config::parse();
     tracing_subscriber::fmt()
@@ -27,7 +36,7 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            say!("error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -37,9 +46,9 @@ fn main() -> ExitCode {
             .map(|outcome| report_local(&cfg, &outcome)),
         Mode::Export(kind) => runtime.block_on(daemon::run(&cfg, kind)).map(|s| {
             if s.target_exited {
-                eprintln!("note: the target process exited; exported what was collected");
+                say!("note: the target process exited; exported what was collected");
             }
-            eprintln!(
+            say!(
                 "collected {} samples; sent {} in {} requests over {} intervals; dropped {}; agent CPU {:.2} s",
                 s.samples,
                 s.sent,
@@ -55,7 +64,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -63,14 +72,14 @@ fn main() -> ExitCode {
 
 fn report_local(cfg: &Config, outcome: &local::Outcome) {
     if let StopReason::TargetExited(after) = outcome.stop {
-        eprintln!(
+        say!(
             "note: pid {} exited after {:.1} s; writing what was collected",
             cfg.pid.map(|p| p.0).unwrap_or_default(),
             after.as_secs_f64()
         );
     }
     let secs = outcome.elapsed.as_secs_f64();
-    eprintln!(
+    say!(
         "wrote {} ({:?}): {} samples in {:.1} s ({:.1}/s; {} expected for one busy thread), {} distinct stacks, agent CPU {:.2} s, max RSS {:.1} MiB",
         outcome.path.display(),
         outcome.format,
@@ -82,13 +91,13 @@ fn report_local(cfg: &Config, outcome: &local::Outcome) {
         telemetry::own_cpu_time().as_secs_f64(),
         telemetry::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
     );
-    eprintln!("{}", outcome.report);
+    say!("{}", outcome.report);
     if outcome.samples == 0 {
         let who = match cfg.pid {
             Some(pid) => format!("pid {pid} did not run on a CPU"),
             None => "no process ran on a CPU".to_string(),
         };
-        eprintln!(
+        say!(
             "warning: the profile is empty: {who} during the {secs:.1} s (the sampler saw {} ticks)",
             outcome.report.stats.get(profiler_common::Stat::Ticks)
         );
