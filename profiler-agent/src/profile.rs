@@ -250,6 +250,8 @@ impl Builder {
                 LocKey::User(pid, addr, leaf) => {
                     let mapping = table.get(pid).and_then(|p| p.mapping(addr)).cloned();
                     let Some(m) = mapping else {
+                        // Outside every mapping we know of: unresolved, and counted as such.
+                        symbolizer.stats.unknown += 1;
                         self.locations[i].frames = unknown(&format!("{:#x}", addr.0));
                         continue;
                     };
@@ -284,6 +286,8 @@ impl Builder {
                                 .push((i, offset));
                         }
                         None => {
+                            // Anonymous or special code (JIT, vdso): no file to read names from.
+                            symbolizer.stats.unknown += 1;
                             self.locations[i].frames =
                                 unknown(&format!("{}+{:#x}", m.label, m.file_offset(addr).0));
                         }

@@ -738,7 +738,6 @@ fn code_in_truncated_or_corrupt_elf_files_shows_as_unknown_and_is_counted() {
 /// "addresses unresolved" leaves it out, as it does addresses outside any known mapping: only
 /// symbolizer misses in files are counted.
 #[test]
-#[ignore = "bug: [unknown] frames of anonymous code (and of unmapped addresses) are not counted as unresolved"]
 fn code_in_anonymous_memory_is_counted_as_unresolved() {
     if !require_root() {
         return;
