@@ -22,6 +22,7 @@ use crate::profile::{self, ProcessMeta, ProfileMeta};
 use crate::resource::{self, ProcessResource};
 use crate::source::{RawBatch, SampleSource};
 use crate::symbolize::Symbolizer;
+use crate::telemetry;
 use crate::types::Pid;
 
 /// How often, between drains, the stop flag and the kernel's new-process announcements are
@@ -225,6 +226,7 @@ impl SampleLoop {
         };
         let mut summary = DaemonSummary::default();
         let mut last_queue_drops = self.queue.dropped();
+        let mut denied_warned = 0u64;
         let mut next_drain = Instant::now() + self.cfg.drain_interval;
         loop {
             while !self.stop.load(Ordering::SeqCst) && Instant::now() < next_drain {
@@ -304,6 +306,13 @@ impl SampleLoop {
             self.metrics
                 .export_queue_bytes
                 .set(self.queue.bytes() as i64);
+            if processes.object_denied > denied_warned {
+                // Once per new batch of refusals, not per sample: the count is cumulative.
+                if denied_warned == 0 {
+                    tracing::warn!("{}", telemetry::denied_warning(processes.object_denied));
+                }
+                denied_warned = processes.object_denied;
+            }
             self.metrics.processes_tracked.set(processes.len() as i64);
             self.metrics
                 .open_objects

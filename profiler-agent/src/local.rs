@@ -137,6 +137,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         aggregator_dropped: dropped,
         symbolizer: symbolizer.stats,
         unknown_objects: processes.object_errors,
+        denied_objects: processes.object_denied,
         expected_samples: expected(cfg, elapsed),
         tables,
         bpf_runs,

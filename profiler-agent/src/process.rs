@@ -121,6 +121,9 @@ pub struct ProcessTable {
     objects: HashMap<ObjectKey, Arc<ObjectFile>>,
     /// Files that could not be opened or parsed (counted, not retried every tick).
     pub object_errors: u64,
+    /// Of those, files refused for lack of privilege (CAP_SYS_PTRACE to read other users' and
+    /// other root processes' mapped files).
+    pub object_denied: u64,
     /// Files let go of to stay within bounds, handed out by the next `forget_exited` so the
     /// symbolizer can release what it cached for them.
     released: Vec<Arc<ObjectFile>>,
@@ -287,8 +290,18 @@ impl ProcessTable {
             Path::new(&format!("/proc/{}/root", pid.0))
                 .join(clean_path(path).strip_prefix("/").unwrap_or(path)),
         ];
-        let Some(file) = candidates.iter().find_map(|p| File::open(p).ok()) else {
+        let mut denied = false;
+        let Some(file) = candidates.iter().find_map(|p| match File::open(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                denied |= matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+                None
+            }
+        }) else {
             self.object_errors += 1;
+            if denied {
+                self.object_denied += 1;
+            }
             return None;
         };
         let open_path = PathBuf::from(format!(

@@ -17,6 +17,8 @@ pub struct Report {
     pub symbolizer: SymbolizerStats,
     /// Mapped files that could not be opened for symbolization.
     pub unknown_objects: u64,
+    /// Of those, refused for lack of privilege.
+    pub denied_objects: u64,
     /// What one fully busy thread would give: frequency × duration.
     pub expected_samples: u64,
     /// Unwind-table counters, when user stacks were unwound with tables.
@@ -45,6 +47,9 @@ impl fmt::Display for Report {
             self.symbolizer.unknown,
             self.unknown_objects,
         )?;
+        if self.denied_objects > 0 {
+            write!(f, "\nwarning: {}", denied_warning(self.denied_objects))?;
+        }
         if let Some((runs, time)) = self.bpf_runs
             && runs > 0
         {
@@ -75,6 +80,13 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// What to tell a user whose agent may not open other processes' files.
+pub fn denied_warning(files: u64) -> String {
+    format!(
+        "{files} mapped files could not be opened (permission denied): their frames show as [unknown] and their stacks unwind by frame pointers; run as root with CAP_SYS_PTRACE"
+    )
 }
 
 /// The most resident memory this process has had (`VmHWM`), in bytes.

@@ -848,7 +848,6 @@ fn missing_cap_bpf_or_cap_perfmon_alone_is_one_clear_line() {
 /// and the agent exits 0. It should say so in one line naming the capability, not leave it to
 /// a `files unreadable` count in the summary.
 #[test]
-#[ignore = "bug: without CAP_SYS_PTRACE every user frame is [unknown] and only a counter says why"]
 fn without_cap_sys_ptrace_the_agent_says_why_frames_are_unknown() {
     if !require_root() {
         return;
