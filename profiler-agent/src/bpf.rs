@@ -544,19 +544,6 @@ fn typed_stacks(
     StackTraceMap::try_from(map).map_err(|e| map_error(names::STACKS[generation], e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unwound_stack_map_scales_with_the_node() {
-        assert_eq!(unwound_stack_entries(2, 99), 2_048);
-        assert_eq!(unwound_stack_entries(16, 99), 8_192);
-        assert_eq!(unwound_stack_entries(64, 99), 32_768);
-        assert_eq!(unwound_stack_entries(512, 10_000), 32_768);
-    }
-}
-
 fn map_error(map: &'static str, err: impl std::error::Error) -> BpfError {
     BpfError::Map {
         map,
@@ -586,5 +573,18 @@ fn resolve_stack(
             StackSide::Frames(frames)
         }
         Err(_) => StackSide::Lost(StackLoss::Error(libc::ENOENT)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwound_stack_map_scales_with_the_node() {
+        assert_eq!(unwound_stack_entries(2, 99), 2_048);
+        assert_eq!(unwound_stack_entries(16, 99), 8_192);
+        assert_eq!(unwound_stack_entries(64, 99), 32_768);
+        assert_eq!(unwound_stack_entries(512, 10_000), 32_768);
     }
 }

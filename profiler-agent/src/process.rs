@@ -198,8 +198,9 @@ impl ProcessTable {
             });
         }
         mappings.sort_by_key(|m| m.start);
-        // A process that exits while its maps are read shows an empty map: keep what we had.
-        if mappings.is_empty() && !exists(pid) {
+        // A process that exits while its maps are read shows an empty or truncated map: keep
+        // what we had if we had anything (the new read is incomplete), else take what we got.
+        if !exists(pid) && (mappings.is_empty() || self.processes.contains_key(&pid)) {
             self.mark_exited(pid);
             return Err(ProcessError::NoSuchProcess(pid));
         }

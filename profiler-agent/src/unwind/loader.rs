@@ -163,11 +163,7 @@ impl TableLoader {
             return;
         }
         self.collect_builds();
-        let objects: Vec<(&crate::process::Mapping, &Arc<ObjectFile>)> = process
-            .mappings
-            .iter()
-            .filter_map(|m| m.object.as_ref().map(|o| (m, o)))
-            .collect();
+        let objects = choose_mappings(process);
         let signature = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             for (m, o) in &objects {
@@ -499,6 +495,28 @@ enum LoadFailure {
     TooBig,
     /// Writing a map failed.
     Kernel,
+}
+
+/// The file mappings of a process that get a slot in the kernel's (at most [`MAX_MAPPINGS`]),
+/// sorted by address. When there are more, each distinct file gets one first (a process that
+/// maps one file thousands of times must not crowd libc out), then the rest in address order.
+fn choose_mappings(process: &ProcessInfo) -> Vec<(&crate::process::Mapping, &Arc<ObjectFile>)> {
+    let all: Vec<(&crate::process::Mapping, &Arc<ObjectFile>)> = process
+        .mappings
+        .iter()
+        .filter_map(|m| m.object.as_ref().map(|o| (m, o)))
+        .collect();
+    if all.len() <= MAX_MAPPINGS {
+        return all;
+    }
+    let mut seen = HashSet::new();
+    let (mut chosen, rest): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|(_, o)| seen.insert(o.key));
+    chosen.truncate(MAX_MAPPINGS);
+    let room = MAX_MAPPINGS - chosen.len();
+    chosen.extend(rest.into_iter().take(room));
+    chosen.sort_by_key(|(m, _)| m.start);
+    chosen
 }
 
 /// The disk-cache key of an object: its build id, else its identity and size and mtime.
