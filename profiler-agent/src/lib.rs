@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod local;
+pub mod maps;
 pub mod metrics;
 pub mod process;
 pub mod profile;

@@ -7,8 +7,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use procfs::process::{MMPermissions, MMapPath, Process};
+use procfs::process::Process;
 
+use crate::maps::{self, MapPath};
 use crate::types::{BuildId, FileOffset, Pid, VirtAddr};
 
 /// Bound on open ELF files kept for symbolization. Files no live process maps are closed first.
@@ -124,6 +125,8 @@ pub struct ProcessTable {
     /// Of those, files refused for lack of privilege (CAP_SYS_PTRACE to read other users' and
     /// other root processes' mapped files).
     pub object_denied: u64,
+    /// Lines of `/proc/PID/maps` that did not parse (skipped).
+    pub maps_lines_skipped: u64,
     /// Files let go of to stay within bounds, handed out by the next `forget_exited` so the
     /// symbolizer can release what it cached for them.
     released: Vec<Arc<ObjectFile>>,
@@ -156,8 +159,8 @@ impl ProcessTable {
                 return Err(ProcessError::NoSuchProcess(pid));
             }
         };
-        let maps = match proc.maps() {
-            Ok(m) => m,
+        let text = match std::fs::read_to_string(format!("/proc/{}/maps", pid.0)) {
+            Ok(t) => t,
             Err(_) if !exists(pid) => {
                 self.mark_exited(pid);
                 return Err(ProcessError::NoSuchProcess(pid));
@@ -169,25 +172,26 @@ impl ProcessTable {
                 });
             }
         };
+        let (entries, bad) = maps::parse(&text);
+        self.maps_lines_skipped += bad as u64;
         let mut mappings = Vec::new();
-        for map in maps {
-            if !map.perms.contains(MMPermissions::EXECUTE) {
+        for map in entries {
+            if !map.executable {
                 continue;
             }
-            let (start, end) = map.address;
-            let (object, label) = match &map.pathname {
-                MMapPath::Path(path) if map.inode != 0 => {
+            let (start, end) = (map.start, map.end);
+            let (object, label) = match &map.path {
+                MapPath::File(path) if map.inode != 0 => {
                     let key = ObjectKey {
                         dev: map.dev,
                         inode: map.inode,
                     };
+                    let path = Path::new(path);
                     let object = self.object(pid, key, path, start, end);
                     (object, clean_path(path).display().to_string())
                 }
-                MMapPath::Vdso => (None, "[vdso]".to_string()),
-                MMapPath::Vsyscall => (None, "[vsyscall]".to_string()),
-                MMapPath::Path(path) => (None, path.display().to_string()),
-                _ => (None, "[anon]".to_string()),
+                MapPath::File(path) | MapPath::Special(path) => (None, path.clone()),
+                MapPath::Anonymous => (None, "[anon]".to_string()),
             };
             mappings.push(Mapping {
                 start: VirtAddr(start),

@@ -563,7 +563,7 @@ pub fn load_bias(segments: &[(u64, u64, u64)], start: u64, file_offset: u64) -> 
     const PAGE: u64 = 4096;
     let (p_offset, p_vaddr, _) = segments.iter().find(|(off, _, size)| {
         let first = off & !(PAGE - 1);
-        file_offset >= first && file_offset < off + size
+        file_offset >= first && file_offset < off.saturating_add(*size)
     })?;
     let vaddr = file_offset.wrapping_add(p_vaddr.wrapping_sub(*p_offset));
     Some(start.wrapping_sub(vaddr))

@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use object::{Object, ObjectSegment, SegmentFlags};
-use procfs::FromBufRead;
-use procfs::process::{MMPermissions, MMapPath, MemoryMaps};
 use profiler_common::unwind::{
     Identity, Mapping, ProcessMappings, Regs, Stop, TABLE_PAGE_SHIFT, UnwindRow, arch, find_in,
     find_row, kind, lookup_address, step, step_frame_pointer,
@@ -287,17 +285,19 @@ pub fn process_mappings<'a>(
     maps: &str,
     object: impl Fn(&Path) -> Option<ObjectTable<'a>>,
 ) -> Result<ProcessMappings, ReplayError> {
-    let maps =
-        MemoryMaps::from_buf_read(maps.as_bytes()).map_err(|e| ReplayError::Maps(e.to_string()))?;
+    let (maps, bad) = crate::maps::parse(maps);
+    if maps.is_empty() && bad > 0 {
+        return Err(ReplayError::Maps(format!("none of {bad} lines parses")));
+    }
     let mut found: Vec<Mapping> = maps
         .iter()
-        .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
+        .filter(|m| m.executable)
         .filter_map(|m| {
-            let MMapPath::Path(path) = &m.pathname else {
+            let crate::maps::MapPath::File(path) = &m.path else {
                 return None;
             };
-            let table = object(path)?;
-            let (start, end) = m.address;
+            let table = object(Path::new(path))?;
+            let (start, end) = (m.start, m.end);
             Some(Mapping {
                 start,
                 end,
@@ -666,12 +666,12 @@ mod tests {
         let here = load_bias_of_this_test_binary_places_a_function_at_its_symbol as *const ()
             as usize as u64;
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let mapping = MemoryMaps::from_buf_read(maps.as_bytes())
-            .unwrap()
+        let mapping = crate::maps::parse(&maps)
+            .0
             .into_iter()
-            .find(|m| (m.address.0..m.address.1).contains(&here))
+            .find(|m| (m.start..m.end).contains(&here))
             .unwrap();
-        let bias = load_bias(&elf, mapping.address.0, mapping.offset).unwrap();
+        let bias = load_bias(&elf, mapping.start, mapping.offset).unwrap();
         let file = object::File::parse(&*elf).unwrap();
         let symbol = object::ObjectSymbol::name(
             &object::Object::symbols(&file)
