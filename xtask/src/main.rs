@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the developer commands (set-up, eBPF build, builds, tests).
 mod build;
 mod ebpf;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -27,6 +28,8 @@ enum Command {
     Run(build::RunOptions),
     /// Set up, build, and run the whole test suite (what CI runs).
     Test(test::Options),
+    /// Build the fuzz targets in fuzz/ (cargo-fuzz) and run each for a while; fails on a crash.
+    Fuzz(fuzz::Options),
     /// Boot Debian's arm64 and amd64 kernels under qemu and check the agent inside (docs/arm64.md).
     VmTest(vm::Options),
 }
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         Command::Build(opts) => build::build(&opts).map(|_| ()),
         Command::Run(opts) => build::run(&opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Fuzz(opts) => fuzz::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
     }
 }

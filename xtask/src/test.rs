@@ -13,6 +13,12 @@ pub struct Options {
     /// Skip booting the arm64 and x86_64 VMs (`cargo xtask vm-test`).
     #[arg(long)]
     pub no_vm: bool,
+    /// Skip the fuzz targets (`cargo xtask fuzz`).
+    #[arg(long)]
+    pub no_fuzz: bool,
+    /// Seconds each fuzz target runs (its regressions and seeds are always replayed first).
+    #[arg(long, default_value_t = 10)]
+    pub fuzz_seconds: u64,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -53,6 +59,13 @@ pub fn run(opts: &Options) -> Result<()> {
                 "tests/readers",
             ]),
     )?;
+    if !opts.no_fuzz {
+        crate::fuzz::run(&crate::fuzz::Options {
+            seconds: opts.fuzz_seconds,
+            sanitizer: None,
+            targets: Vec::new(),
+        })?;
+    }
     let charts = root.join("tests/charts/run.sh");
     if !opts.no_charts && charts.exists() {
         setup::run_checked(Command::new("bash").arg(&charts).current_dir(&root))?;
