@@ -1,4 +1,5 @@
-//! `cargo xtask <command>`: the developer commands (set-up, eBPF build, builds, tests).
+//! `cargo xtask <command>`: the developer commands (set-up, eBPF build, builds, tests, benchmarks).
+mod bench;
 mod build;
 mod ebpf;
 mod fuzz;
@@ -32,6 +33,8 @@ enum Command {
     Fuzz(fuzz::Options),
     /// Boot Debian's arm64 and amd64 kernels under qemu and check the agent inside (docs/arm64.md).
     VmTest(vm::Options),
+    /// Run the performance and accuracy benchmarks (docs/benchmarks.md); needs root.
+    Bench(bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         Command::Test(opts) => test::run(&opts),
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }
 

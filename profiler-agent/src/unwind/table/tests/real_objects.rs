@@ -305,12 +305,13 @@ fn status_kib(field: &str) -> Option<u64> {
 #[ignore = "measurement: prints numbers, asserts nothing about them"]
 fn measure_table_builds() {
     let mut objects = vec![libc_path(), std::env::current_exe().unwrap()];
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/profiler-agent");
     let globs = [
-        "/work/main/target/release/profiler-agent",
-        "/usr/lib/llvm-22/lib/libLLVM.so.22.1",
-        "/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1",
+        agent,
+        PathBuf::from("/usr/lib/llvm-22/lib/libLLVM.so.22.1"),
+        PathBuf::from("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1"),
     ];
-    objects.extend(globs.iter().map(PathBuf::from).filter(|p| p.exists()));
+    objects.extend(globs.into_iter().filter(|p| p.exists()));
     if let Ok(home) = std::env::var("HOME") {
         let lib = Path::new(&home).join(".rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/lib");
         for entry in std::fs::read_dir(lib).into_iter().flatten().flatten() {
