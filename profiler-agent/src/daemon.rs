@@ -214,16 +214,22 @@ struct Window {
     began: Instant,
 }
 
+impl Window {
+    fn new() -> Self {
+        Self {
+            aggregator: Aggregator::default(),
+            start: SystemTime::now(),
+            began: Instant::now(),
+        }
+    }
+}
+
 impl SampleLoop {
     fn run(self, mut sampler: BpfSampler) -> Result<DaemonSummary, AgentError> {
         let mut processes = ProcessTable::default();
         let mut resources: HashMap<Pid, ProcessResource> = HashMap::new();
         let mut symbolizer = Symbolizer::new();
-        let mut window = Window {
-            aggregator: Aggregator::default(),
-            start: SystemTime::now(),
-            began: Instant::now(),
-        };
+        let mut window = Window::new();
         let mut summary = DaemonSummary::default();
         let mut last_queue_drops = self.queue.dropped();
         let mut denied_warned = 0u64;
@@ -265,14 +271,7 @@ impl SampleLoop {
             }
             self.metrics.tick();
             if stopping {
-                let w = std::mem::replace(
-                    &mut window,
-                    Window {
-                        aggregator: Aggregator::default(),
-                        start: SystemTime::now(),
-                        began: Instant::now(),
-                    },
-                );
+                let w = std::mem::replace(&mut window, Window::new());
                 drop(symbolizer);
                 summary.requests += self.export_last(w, processes, resources);
                 summary.exports += 1;
@@ -280,14 +279,7 @@ impl SampleLoop {
                 return Ok(summary);
             }
             if window.began.elapsed() >= self.cfg.export_interval {
-                let w = std::mem::replace(
-                    &mut window,
-                    Window {
-                        aggregator: Aggregator::default(),
-                        start: SystemTime::now(),
-                        began: Instant::now(),
-                    },
-                );
+                let w = std::mem::replace(&mut window, Window::new());
                 summary.requests += self.export(w, &processes, &resources, &mut symbolizer);
                 summary.exports += 1;
                 let forgotten = processes.forget_exited();

@@ -5,8 +5,8 @@
 //! panics. (A collector that is down or flapping, and an agent with no capability at all, are
 //! in `daemon.rs` and `bad_input.rs`.)
 //!
-//! Tests marked `#[ignore = "bug: …"]` pin behaviour the agent does not have yet; run them with
-//! `--ignored`.
+//! Each test started as a pin on a bug the suite found (marked ignored until it was fixed);
+//! all of them pass now.
 mod common;
 
 use std::collections::BTreeMap;
@@ -734,9 +734,8 @@ fn code_in_truncated_or_corrupt_elf_files_shows_as_unknown_and_is_counted() {
     );
 }
 
-/// Code in anonymous memory (JIT code) shows as `[unknown] [anon]+0x…`, but the summary's
-/// "addresses unresolved" leaves it out, as it does addresses outside any known mapping: only
-/// symbolizer misses in files are counted.
+/// Code in anonymous memory (JIT code) shows as `[unknown] [anon]+0x…`, and the summary's
+/// "addresses unresolved" counts it, as it counts addresses outside any known mapping.
 #[test]
 fn code_in_anonymous_memory_is_counted_as_unresolved() {
     if !require_root() {
