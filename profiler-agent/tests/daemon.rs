@@ -111,24 +111,6 @@ fn sampling_goes_on(agent: &Agent) {
     );
 }
 
-fn otlp_args(endpoint: &str, interval: &str) -> Vec<String> {
-    [
-        "--exporter",
-        "otlp",
-        "--otlp-endpoint",
-        endpoint,
-        "--export-interval",
-        interval,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn node_wide_profiles_reach_an_independent_receiver_intact() {
     if !require_root() {
@@ -140,7 +122,7 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
     let binary = build_c("calltree");
     let w = Workload::start(&binary, &[]);
     container.adopt(w.pid());
-    let agent = Agent::start(&strs(&otlp_args(&receiver.endpoint(), "2s")));
+    let agent = Agent::start(&strs(&otlp_export_args(&receiver.endpoint(), "2s")));
     wait_for(
         Duration::from_secs(30),
         "two exports with the workload",
@@ -278,7 +260,10 @@ fn collector_down_at_start_then_up_delivers_later_data_and_counts_failures() {
     let dir = temp_dir();
     let port = free_port();
     let w = Workload::start(&build_c("calltree"), &[]);
-    let agent = Agent::start(&strs(&otlp_args(&format!("http://127.0.0.1:{port}"), "1s")));
+    let agent = Agent::start(&strs(&otlp_export_args(
+        &format!("http://127.0.0.1:{port}"),
+        "1s",
+    )));
     wait_for(Duration::from_secs(30), "failed exports", || {
         metric(
             &agent.metrics(),
@@ -310,7 +295,7 @@ fn collector_flapping_loses_only_what_the_queue_bound_drops_and_counts_it() {
     let port = receiver.port;
     let w = Workload::start(&build_c("calltree"), &[]);
     let queue_bound = 30_000;
-    let mut args = otlp_args(&receiver.endpoint(), "1s");
+    let mut args = otlp_export_args(&receiver.endpoint(), "1s");
     args.extend(["--export-queue-bytes".into(), queue_bound.to_string()]);
     let agent = Agent::start(&strs(&args));
     wait_for(Duration::from_secs(30), "first data", || {
@@ -352,7 +337,7 @@ fn sigterm_flushes_samples_of_the_last_interval() {
     let receiver = Receiver::start(0, &dir.path().join("requests.jsonl"), &[]);
     let w = Workload::start(&build_c("calltree"), &[]);
     // An interval far longer than the run: only the shutdown flush can deliver anything.
-    let agent = Agent::start(&strs(&otlp_args(&receiver.endpoint(), "10m")));
+    let agent = Agent::start(&strs(&otlp_export_args(&receiver.endpoint(), "10m")));
     std::thread::sleep(Duration::from_secs(4));
     assert!(receiver.requests().is_empty());
     let out = agent.terminate();
@@ -393,7 +378,7 @@ fn headers_reach_the_collector() {
         &["--require-header", "x-scope-orgid=tenant-a"],
     );
     let w = Workload::start(&build_c("calltree"), &[]);
-    let mut args = otlp_args(&receiver.endpoint(), "1s");
+    let mut args = otlp_export_args(&receiver.endpoint(), "1s");
     args.extend(["--otlp-header".into(), "X-Scope-OrgID=tenant-a".into()]);
     let agent = Agent::start(&strs(&args));
     wait_for(Duration::from_secs(30), "accepted data", || {
@@ -478,7 +463,10 @@ fn an_unreachable_collector_name_does_not_stop_sampling() {
         return;
     }
     let w = Workload::start(&build_c("calltree"), &[]);
-    let agent = Agent::start(&strs(&otlp_args("http://collector.invalid:4317", "1s")));
+    let agent = Agent::start(&strs(&otlp_export_args(
+        "http://collector.invalid:4317",
+        "1s",
+    )));
     wait_for(Duration::from_secs(30), "failed exports", || {
         metric(
             &agent.metrics(),
@@ -531,7 +519,7 @@ fn short_lived_processes_still_symbolize() {
     let dir = temp_dir();
     let receiver = Receiver::start(0, &dir.path().join("r.jsonl"), &[]);
     let binary = build_c("calltree");
-    let mut args = otlp_args(&receiver.endpoint(), "2s");
+    let mut args = otlp_export_args(&receiver.endpoint(), "2s");
     args.extend(["--include-comm".into(), "^calltree$".into()]);
     let agent = Agent::start(&strs(&args));
     // Processes that each live ~150 ms: far shorter than one 1 s drain.

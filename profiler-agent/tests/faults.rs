@@ -25,10 +25,6 @@ const PID_RSS_BOUND_MIB: f64 = 150.0;
 /// DaemonSet's memory limit (`charts/kalypso-profiler/values.yaml`).
 const NODE_RSS_BOUND_MIB: f64 = 512.0;
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 /// Runs the agent in local mode to completion; returns its output and summary.
 fn run_local(args: &[&str]) -> (Output, String) {
     let out = run_agent(args);

@@ -595,3 +595,8 @@ impl RssTrace {
 fn peak_of(points: &[(f64, f64)]) -> f64 {
     points.iter().map(|(_, m)| *m).fold(0.0, f64::max)
 }
+
+/// Borrowed views of owned arguments, for helpers that take `&[&str]`.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
