@@ -394,6 +394,11 @@ impl BpfSampler {
         }
         Ok(RawBatch { samples })
     }
+
+    /// Readable when the kernel has announced new processes (see [`SampleSource::new_processes`]).
+    pub fn announcements(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.new_processes)
+    }
 }
 
 impl SampleSource for BpfSampler {

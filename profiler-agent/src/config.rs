@@ -221,6 +221,7 @@ impl Config {
                 background: self.pid.is_none(),
                 row_chunks: self.unwind_table_mib
                     * ((1 << 20) / profiler_common::UNWIND_CHUNK_BYTES),
+                wake: None,
             },
         }
     }

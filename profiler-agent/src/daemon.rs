@@ -17,17 +17,20 @@ use crate::export::otlp::{self, int_kv, string_kv};
 use crate::export::queue::ExportQueue;
 use crate::export::sender::{self, OtlpSettings, OtlpSink, Sink};
 use crate::metrics::{self, Metrics};
-use crate::process::{self, ProcessTable};
+use crate::process::{self, ObjectFile, ProcessTable};
 use crate::profile::{self, ProcessMeta, ProfileMeta};
 use crate::resource::{self, ProcessResource};
-use crate::source::{RawBatch, SampleSource};
+use crate::source::{RawBatch, SampleSource, StackSide};
 use crate::symbolize::Symbolizer;
 use crate::telemetry;
 use crate::types::Pid;
+use crate::wake::Wakeup;
 
-/// How often, between drains, the stop flag and the kernel's new-process announcements are
-/// checked: a process must live at least about this long for its mappings to be read.
-const POLL: Duration = Duration::from_millis(20);
+/// How soon a process whose samples fall outside its known mappings has them read again. The
+/// first such sample re-reads them at once (a library was loaded, the program executed another);
+/// this bounds the re-reading for addresses that are in no mapping at all (a frame-pointer walk
+/// through code without frame pointers yields some).
+const REREAD_UNMAPPED: Duration = Duration::from_secs(10);
 
 /// Attributes every resource carries: host and user-supplied ones.
 fn common_attributes(cfg: &Config) -> Result<Vec<KeyValue>, AgentError> {
@@ -113,11 +116,15 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
     // loading must exit 0, not die of the signal. Their arrival starts the one shutdown deadline.
     let stop = Arc::new(AtomicBool::new(false));
     let signalled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let wake = Arc::new(
+        Wakeup::new().map_err(|e| AgentError::Config(format!("cannot create an eventfd: {e}")))?,
+    );
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let signals = tokio::spawn(wait_for_signal(
         term,
         Arc::clone(&stop),
         Arc::clone(&signalled_at),
+        Arc::clone(&wake),
     ));
     if let Some(pid) = cfg.pid
         && !process::exists(pid)
@@ -131,7 +138,9 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         .await
         .map_err(|e| AgentError::Config(e.to_string()))?;
     tracing::info!("serving /metrics and /healthz on {bound}");
-    let sampler = BpfSampler::start(cfg.sampler_options())?;
+    let mut options = cfg.sampler_options();
+    options.tables.wake = Some(Arc::clone(&wake));
+    let sampler = BpfSampler::start(options)?;
 
     let queue = Arc::new(ExportQueue::new(cfg.export_queue_bytes));
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
@@ -149,6 +158,7 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         queue: Arc::clone(&queue),
         stop: Arc::clone(&stop),
         signalled_at: Arc::clone(&signalled_at),
+        wake,
     };
     let mut summary = tokio::task::spawn_blocking(move || loop_ctx.run(sampler))
         .await
@@ -178,6 +188,7 @@ async fn wait_for_signal(
     mut term: Option<tokio::signal::unix::Signal>,
     stop: Arc<AtomicBool>,
     signalled_at: Arc<Mutex<Option<Instant>>>,
+    wake: Arc<Wakeup>,
 ) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -185,6 +196,25 @@ async fn wait_for_signal(
     }
     *signalled_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     stop.store(true, Ordering::SeqCst);
+    wake.notify();
+}
+
+/// Processes with a user frame in none of their known mappings.
+fn outside_mappings(batch: &RawBatch, processes: &ProcessTable) -> std::collections::HashSet<Pid> {
+    let mut found = std::collections::HashSet::new();
+    for sample in &batch.samples {
+        if found.contains(&sample.pid) {
+            continue;
+        }
+        let (Some(info), StackSide::Frames(frames)) = (processes.get(sample.pid), &sample.user)
+        else {
+            continue;
+        };
+        if frames.iter().any(|addr| info.mapping(*addr).is_none()) {
+            found.insert(sample.pid);
+        }
+    }
+    found
 }
 
 /// When everything must be done: `--shutdown-timeout` after the signal (or after now, when the
@@ -205,6 +235,8 @@ struct SampleLoop {
     queue: Arc<ExportQueue>,
     stop: Arc<AtomicBool>,
     signalled_at: Arc<Mutex<Option<Instant>>>,
+    /// Wakes the sampling thread: a signal arrived, or an unwind table was built.
+    wake: Arc<Wakeup>,
 }
 
 /// State carried between export windows.
@@ -224,19 +256,155 @@ impl Window {
     }
 }
 
+/// One window for the export thread, with what symbolizing it needs.
+struct Job {
+    window: Window,
+    /// The window's processes (sharing the open files of the sampling thread's table).
+    processes: ProcessTable,
+    resources: HashMap<Pid, ProcessResource>,
+    /// Files no process maps any more: the symbolizer lets go of them after this window.
+    forget: Vec<Arc<ObjectFile>>,
+}
+
+/// Symbolizes and encodes windows off the sampling thread, so a slow export (a cold symbolizer,
+/// a large binary, a starved CPU) never delays a drain, nor the reaction to SIGTERM. At most one
+/// window is in progress and one waits (the channel's bound): the sampling thread only hands
+/// over a regular window when the thread is idle, and keeps aggregating otherwise.
+struct ExportThread {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Requests queued for sending, one message per finished job.
+    done: std::sync::mpsc::Receiver<u64>,
+    /// Jobs handed over and not finished.
+    outstanding: usize,
+    /// Samples in those jobs (decremented by the thread as it queues them).
+    samples: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ExportThread {
+    fn start(exporter: SampleLoop) -> Result<Self, AgentError> {
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(2);
+        let (report, done) = std::sync::mpsc::channel();
+        let samples = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let pending = Arc::clone(&samples);
+        std::thread::Builder::new()
+            .name("kalypso-export".into())
+            .spawn(move || {
+                // blazesym's symbolizer stays on the thread that made it.
+                let mut symbolizer = Symbolizer::new();
+                for job in inbox {
+                    let total = job.window.aggregator.total();
+                    let requests = exporter.export(
+                        job.window,
+                        &job.processes,
+                        &job.resources,
+                        &mut symbolizer,
+                    );
+                    symbolizer.forget(&job.forget);
+                    pending.fetch_sub(total, Ordering::SeqCst);
+                    if report.send(requests).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| AgentError::Config(format!("cannot start the export thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            done,
+            outstanding: 0,
+            samples,
+        })
+    }
+
+    /// Requests queued by jobs finished since the last call.
+    fn finished(&mut self) -> u64 {
+        let mut requests = 0;
+        for n in self.done.try_iter() {
+            self.outstanding -= 1;
+            requests += n;
+        }
+        requests
+    }
+
+    fn idle(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    /// Hands a job over; `Err(samples)` if it could not be (the thread has died, or two jobs
+    /// are waiting already, which the callers rule out).
+    fn hand_over(&mut self, job: Job) -> Result<(), u64> {
+        let total = job.window.aggregator.total();
+        self.samples.fetch_add(total, Ordering::SeqCst);
+        if self.jobs.try_send(job).is_err() {
+            self.samples.fetch_sub(total, Ordering::SeqCst);
+            return Err(total);
+        }
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Waits for every job until `deadline`; returns the requests they queued, and the samples
+    /// of jobs not finished by then.
+    fn finish_by(&mut self, deadline: Instant) -> (u64, u64) {
+        let mut requests = self.finished();
+        while self.outstanding > 0 {
+            match self
+                .done
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(n) => {
+                    self.outstanding -= 1;
+                    requests += n;
+                }
+                Err(_) => break,
+            }
+        }
+        let unfinished = if self.outstanding > 0 {
+            self.samples.load(Ordering::SeqCst)
+        } else {
+            0
+        };
+        (requests, unfinished)
+    }
+}
+
+impl Job {
+    fn new(
+        window: Window,
+        processes: &ProcessTable,
+        resources: &HashMap<Pid, ProcessResource>,
+    ) -> Self {
+        Self {
+            processes: processes.subset(window.aggregator.pids()),
+            resources: window
+                .aggregator
+                .pids()
+                .filter_map(|pid| Some((pid, resources.get(&pid)?.clone())))
+                .collect(),
+            window,
+            forget: Vec::new(),
+        }
+    }
+}
+
 impl SampleLoop {
     fn run(self, mut sampler: BpfSampler) -> Result<DaemonSummary, AgentError> {
         let mut processes = ProcessTable::default();
         let mut resources: HashMap<Pid, ProcessResource> = HashMap::new();
-        let mut symbolizer = Symbolizer::new();
+        let mut exporter = ExportThread::start(self.clone())?;
         let mut window = Window::new();
         let mut summary = DaemonSummary::default();
         let mut last_queue_drops = self.queue.dropped();
         let mut denied_warned = 0u64;
         let mut next_drain = Instant::now() + self.cfg.drain_interval;
         loop {
+            // Asleep until the next drain, unless the kernel announces a process (whose
+            // mappings are read at once, while it still exists), a table is built, or a
+            // signal arrives.
             while !self.stop.load(Ordering::SeqCst) && Instant::now() < next_drain {
-                std::thread::sleep(POLL.min(next_drain.saturating_duration_since(Instant::now())));
+                self.wake.wait(
+                    &[sampler.announcements()],
+                    next_drain.saturating_duration_since(Instant::now()),
+                );
                 for pid in sampler.new_processes() {
                     if processes.refresh(pid).is_ok() {
                         let comm = processes.get(pid).map_or(String::new(), |p| p.comm.clone());
@@ -270,22 +438,40 @@ impl SampleLoop {
                 self.metrics.observe_tables(&tables);
             }
             self.metrics.tick();
+            let export_due = window.began.elapsed() >= self.cfg.export_interval;
+            if stopping || export_due {
+                // Quiet processes' exits (and programs executed in place) are noticed here,
+                // once per window, rather than by re-reading every process on every drain.
+                for pid in processes.revalidate() {
+                    if let Some(info) = processes.get(pid)
+                        && self.wanted(&info.comm)
+                    {
+                        sampler.update_process(info);
+                    }
+                }
+            }
+            summary.requests += exporter.finished();
             if stopping {
                 let w = std::mem::replace(&mut window, Window::new());
-                drop(symbolizer);
-                summary.requests += self.export_last(w, processes, resources);
+                summary.requests += self.export_last(&mut exporter, w, &processes, &resources);
                 summary.exports += 1;
                 summary.target_exited = target_gone;
                 return Ok(summary);
             }
-            if window.began.elapsed() >= self.cfg.export_interval {
+            // While the export thread is still busy with the previous window, this one stays
+            // open: windows get longer, nothing is lost, and at most one waits.
+            if export_due && exporter.idle() {
                 let w = std::mem::replace(&mut window, Window::new());
-                summary.requests += self.export(w, &processes, &resources, &mut symbolizer);
-                summary.exports += 1;
+                let mut job = Job::new(w, &processes, &resources);
+                // After the snapshot: exited processes stay in it for their last samples.
                 let forgotten = processes.forget_exited();
+                job.forget.clone_from(&forgotten.objects);
+                if let Err(samples) = exporter.hand_over(job) {
+                    self.metrics.drop_samples("export_failed", samples);
+                }
+                summary.exports += 1;
                 sampler.forget(&forgotten.pids);
                 sampler.forget_objects(&forgotten.objects);
-                symbolizer.forget(&forgotten.objects);
                 resources.retain(|pid, _| processes.get(*pid).is_some());
             }
             let drops = self.queue.dropped();
@@ -312,43 +498,30 @@ impl SampleLoop {
         }
     }
 
-    /// Exports the last window within the shutdown deadline. Symbolizing a busy node's window
-    /// can take long on a starved CPU; it runs on its own thread, and if the deadline passes
-    /// first, the window's samples are counted as unsent and the agent exits on time (the
-    /// kubelet would kill it at the end of the grace period anyway, losing everything).
+    /// Exports the last window within the shutdown deadline, after any window the export
+    /// thread still has. Symbolizing a busy node's window can take long on a starved CPU; if
+    /// the deadline passes first, the samples not exported are counted as unsent and the agent
+    /// exits on time (the kubelet would kill it at the end of the grace period anyway, losing
+    /// everything).
     fn export_last(
         &self,
+        exporter: &mut ExportThread,
         window: Window,
-        processes: ProcessTable,
-        resources: HashMap<Pid, ProcessResource>,
+        processes: &ProcessTable,
+        resources: &HashMap<Pid, ProcessResource>,
     ) -> u64 {
         let deadline = shutdown_deadline(&self.signalled_at, &self.cfg);
-        let samples = window.aggregator.total();
-        let (done, result) = std::sync::mpsc::channel();
-        let exporter = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("kalypso-last-export".into())
-            .spawn(move || {
-                // blazesym's symbolizer stays on the thread that made it; a new one starts cold,
-                // which only the last window pays for.
-                let mut symbolizer = Symbolizer::new();
-                let requests = exporter.export(window, &processes, &resources, &mut symbolizer);
-                let _ = done.send(requests);
-            });
-        if spawned.is_err() {
+        if let Err(samples) = exporter.hand_over(Job::new(window, processes, resources)) {
             self.metrics.drop_samples("unsent_at_shutdown", samples);
-            return 0;
         }
-        match result.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(requests) => requests,
-            Err(_) => {
-                self.metrics.drop_samples("unsent_at_shutdown", samples);
-                tracing::warn!(
-                    "{samples} samples of the last window were not ready before the shutdown deadline"
-                );
-                0
-            }
+        let (requests, unfinished) = exporter.finish_by(deadline);
+        if unfinished > 0 {
+            self.metrics.drop_samples("unsent_at_shutdown", unfinished);
+            tracing::warn!(
+                "{unfinished} samples of the last windows were not ready before the shutdown deadline"
+            );
         }
+        requests
     }
 
     /// Whether the comm filters let a process through.
@@ -366,8 +539,9 @@ impl SampleLoop {
         included && !excluded
     }
 
-    /// Refreshes mappings of the processes in the batch (reading each new process's resource
-    /// attributes while it is alive) and drops samples of processes the filters exclude.
+    /// Reads the mappings of the batch's processes that need it (seen for the first time, or
+    /// sampled outside the mappings known), reads each new process's resource attributes while
+    /// it is alive, and drops samples of processes the filters exclude.
     fn keep_wanted(
         &self,
         mut batch: RawBatch,
@@ -378,17 +552,26 @@ impl SampleLoop {
         let mut pids: Vec<Pid> = batch.samples.iter().map(|s| s.pid).collect();
         pids.sort_unstable();
         pids.dedup();
+        let unmapped = outside_mappings(&batch, processes);
         let mut unwanted = Vec::new();
         for pid in pids {
-            if processes.get(pid).is_none_or(|p| p.alive) {
-                let _ = processes.refresh(pid);
-            }
+            let reread = match processes.get(pid) {
+                None => true,
+                Some(p) => {
+                    p.alive
+                        && unmapped.contains(&pid)
+                        && p.read_at.is_none_or(|at| at.elapsed() >= REREAD_UNMAPPED)
+                }
+            };
+            let fresh = reread && processes.refresh(pid).is_ok();
             let comm = processes.get(pid).map_or("", |p| p.comm.as_str());
             if !self.wanted(comm) {
                 unwanted.push(pid);
                 continue;
             }
-            if let (Some(info), Some(sampler)) = (processes.get(pid), sampler.as_deref_mut()) {
+            if fresh
+                && let (Some(info), Some(sampler)) = (processes.get(pid), sampler.as_deref_mut())
+            {
                 sampler.update_process(info);
             }
             resources
@@ -461,5 +644,45 @@ impl SampleLoop {
             self.queue.push(request, bytes, samples);
         }
         count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::RawSample;
+    use crate::types::VirtAddr;
+
+    #[test]
+    fn only_processes_sampled_outside_their_mappings_are_read_again() {
+        let me = Pid(std::process::id());
+        let mut processes = ProcessTable::default();
+        processes.refresh(me).unwrap();
+        let here = VirtAddr(
+            only_processes_sampled_outside_their_mappings_are_read_again as *const () as usize
+                as u64,
+        );
+        let sample = |pid, frames: Vec<VirtAddr>| RawSample {
+            pid,
+            user: StackSide::Frames(frames),
+            kernel: StackSide::Absent,
+            count: 1,
+        };
+        let known = RawBatch {
+            samples: vec![sample(me, vec![here])],
+        };
+        assert!(outside_mappings(&known, &processes).is_empty());
+        let unmapped = RawBatch {
+            samples: vec![
+                sample(me, vec![here]),
+                sample(me, vec![here, VirtAddr(0x10)]),
+                // Not in the table yet: read as a new process, not through this rule.
+                sample(Pid(u32::MAX - 1), vec![VirtAddr(0x10)]),
+            ],
+        };
+        assert_eq!(
+            outside_mappings(&unmapped, &processes),
+            [me].into_iter().collect()
+        );
     }
 }

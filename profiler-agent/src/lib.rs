@@ -19,6 +19,7 @@ pub mod symbolize;
 pub mod telemetry;
 pub mod types;
 pub mod unwind;
+pub mod wake;
 
 use std::path::PathBuf;
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use procfs::process::Process;
 
@@ -80,6 +81,10 @@ pub struct ProcessInfo {
     /// Sorted by start address, non-overlapping.
     pub mappings: Vec<Mapping>,
     pub alive: bool,
+    /// `starttime` from `/proc/PID/stat`: tells a recycled pid from the process first seen.
+    pub start_time: u64,
+    /// When the mappings were read.
+    pub read_at: Option<Instant>,
 }
 
 impl ProcessInfo {
@@ -208,17 +213,67 @@ impl ProcessTable {
             self.mark_exited(pid);
             return Err(ProcessError::NoSuchProcess(pid));
         }
+        let (comm, start_time) = proc
+            .stat()
+            .map(|s| (s.comm, s.starttime))
+            .unwrap_or_default();
         let info = ProcessInfo {
             pid: Some(pid),
-            comm: proc.stat().map(|s| s.comm).unwrap_or_default(),
+            comm,
             exe: proc.exe().ok().map(|p| clean_path(&p)),
             cmdline: proc.cmdline().unwrap_or_default(),
             mappings,
             alive: true,
+            start_time,
+            read_at: Some(Instant::now()),
         };
         self.processes.insert(pid, info);
         self.enforce_bounds();
         Ok(())
+    }
+
+    /// A copy holding only `pids`, sharing their open files: what symbolizing one window on
+    /// another thread needs.
+    pub fn subset(&self, pids: impl IntoIterator<Item = Pid>) -> ProcessTable {
+        let processes: HashMap<Pid, ProcessInfo> = pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, self.processes.get(&pid)?.clone())))
+            .collect();
+        ProcessTable {
+            processes,
+            ..ProcessTable::default()
+        }
+    }
+
+    /// Checks every live process: gone, or its pid recycled → marked exited; executed another
+    /// program → mappings read again. Returns the pids whose mappings were read. Mappings are
+    /// otherwise read when a process is first seen and when its samples fall outside them, so
+    /// this is how a quiet process's exit is noticed (one `stat` and one `readlink` each).
+    pub fn revalidate(&mut self) -> Vec<Pid> {
+        let mut reread = Vec::new();
+        let live: Vec<(Pid, u64, Option<PathBuf>)> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(pid, p)| (*pid, p.start_time, p.exe.clone()))
+            .collect();
+        for (pid, start_time, exe) in live {
+            let Ok(proc) = Process::new(pid.0 as i32) else {
+                self.mark_exited(pid);
+                continue;
+            };
+            match proc.stat() {
+                Ok(stat)
+                    if !matches!(stat.state, 'Z' | 'X' | 'x') && stat.starttime == start_time =>
+                {
+                    if proc.exe().ok().map(|p| clean_path(&p)) != exe && self.refresh(pid).is_ok() {
+                        reread.push(pid);
+                    }
+                }
+                _ => self.mark_exited(pid),
+            }
+        }
+        reread
     }
 
     fn mark_exited(&mut self, pid: Pid) {
@@ -458,6 +513,46 @@ mod tests {
             forgotten.objects
         );
         assert!(table.get(pid).is_none());
+    }
+
+    #[test]
+    fn revalidation_notices_a_quiet_exit_and_the_subset_keeps_its_mappings() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid(child.id());
+        let me = Pid(std::process::id());
+        let mut table = ProcessTable::default();
+        table.refresh(me).unwrap();
+        table.refresh(pid).unwrap();
+        assert!(table.revalidate().is_empty(), "nothing changed");
+        assert!(table.get(pid).unwrap().alive);
+
+        let copy = table.subset([pid, Pid(u32::MAX - 1)]);
+        assert_eq!(copy.len(), 1, "only the pids asked for, and only known ones");
+        assert_eq!(
+            copy.get(pid).unwrap().mappings.len(),
+            table.get(pid).unwrap().mappings.len()
+        );
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(table.revalidate().is_empty());
+        assert!(!table.get(pid).unwrap().alive, "its exit is noticed");
+        assert!(table.get(me).unwrap().alive);
+        assert_eq!(table.forget_exited().pids, vec![pid]);
+        assert!(copy.get(pid).is_some(), "the copy outlives the forgetting");
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_the_process_first_seen() {
+        let me = Pid(std::process::id());
+        let mut table = ProcessTable::default();
+        table.refresh(me).unwrap();
+        table.processes.get_mut(&me).unwrap().start_time += 1;
+        table.revalidate();
+        assert!(!table.get(me).unwrap().alive);
     }
 
     #[test]

@@ -138,16 +138,22 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
     let agent_pid = agent.child.id();
     let out = agent.terminate();
     assert!(out.status.success());
+    let workload_pid = w.pid();
     drop(w);
 
     let requests = receiver.requests();
     check_invariants(&receiver.out);
     // Resource attributes of the workload, by semantic conventions.
     let all = resources(&requests);
+    // By pid: the other tests' agents and workloads run beside this one, the same binary too.
     let workload = all
         .iter()
-        .find(|r| attr(r, "process.executable.path").as_deref() == binary.to_str())
+        .find(|r| attr(r, "process.pid") == Some(workload_pid.to_string()))
         .expect("a resource for the workload");
+    assert_eq!(
+        attr(workload, "process.executable.path").as_deref(),
+        binary.to_str()
+    );
     assert_eq!(attr(workload, "service.name").as_deref(), Some("calltree"));
     assert_eq!(
         attr(workload, "process.executable.name").as_deref(),

@@ -146,6 +146,7 @@ impl Target {
                 cache_max_bytes: 256 << 20,
                 background: false,
                 row_chunks: profiler_common::UNWIND_ROW_CHUNKS,
+                wake: None,
             },
             arch::X86_64,
         )

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
         bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
@@ -181,8 +181,9 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
     }
     if KNOWN.get_ptr(tgid).is_none() {
         // Announce before counting: the agent must see a process before its samples matter.
-        // No wakeup: the agent polls the ring, and a wakeup per new process would cost an IPI.
-        if NEW_PROCESSES.output::<u32>(&tgid, u64::from(BPF_RB_NO_WAKEUP)).is_ok() {
+        // Default flags: the kernel wakes the agent only when the ring was empty (it has
+        // caught up), so a burst of new processes costs one wakeup, and an idle agent sleeps.
+        if NEW_PROCESSES.output::<u32>(&tgid, 0).is_ok() {
             // Only remember it once the announcement went out, so a full ring is retried.
             let _ = KNOWN.insert(tgid, 1, 0);
             bump(Stat::NewProcess);

@@ -22,6 +22,7 @@ use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
 use crate::unwind::cache::{CachedTable, TableCache};
 pub use crate::unwind::layout::{ChunkAllocator, PageSpan, page_layout, split_pages};
+use crate::wake::Wakeup;
 
 /// What the loader writes to; implemented over the BPF maps by [`crate::bpf`], and in memory for
 /// tests.
@@ -110,6 +111,9 @@ pub struct LoaderOptions {
     pub background: bool,
     /// Elements of the kernel's row array ([`RowChunk`]s of 64 rows).
     pub row_chunks: u32,
+    /// Poked whenever the background builder finishes a table, so the sampling thread can
+    /// update the processes waiting for it without polling.
+    pub wake: Option<Arc<Wakeup>>,
 }
 
 impl TableLoader {
@@ -123,7 +127,7 @@ impl TableLoader {
         let cache = Arc::new(cache);
         let builder = if opts.background {
             Some(
-                Builder::start(Arc::clone(&cache))
+                Builder::start(Arc::clone(&cache), opts.wake.clone())
                     .map_err(|e| format!("cannot start the unwind-table builder thread: {e}"))?,
             )
         } else {
@@ -611,7 +615,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn start(cache: Arc<TableCache>) -> std::io::Result<Self> {
+    fn start(cache: Arc<TableCache>, wake: Option<Arc<Wakeup>>) -> std::io::Result<Self> {
         let (requests, inbox) = std::sync::mpsc::sync_channel::<BuildRequest>(BUILD_QUEUE);
         // Unbounded in type, bounded in practice: one message per request, and at most
         // BUILD_QUEUE + 1 requests are outstanding.
@@ -647,6 +651,9 @@ impl Builder {
                     drop(object);
                     if report.send((object_key, ok)).is_err() {
                         break;
+                    }
+                    if let Some(wake) = &wake {
+                        wake.notify();
                     }
                 }
             })?;
