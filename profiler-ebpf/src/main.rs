@@ -197,12 +197,19 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
     };
     let generation = control.generation;
     let stacks = if generation == 0 { &STACKS_0 } else { &STACKS_1 };
-    let kernel = stack_id(
-        ctx.get_stackid(stacks, u64::from(BPF_F_FAST_STACK_CMP)),
-        Stat::KernelStackUserMode,
-        Stat::KernelStackCollision,
-        Stat::KernelStackOther,
-    );
+    // A tick that interrupted user mode has no kernel stack: asking the kernel for one anyway
+    // costs a callchain buffer and comes back with -EFAULT.
+    let kernel = if interrupted_user_mode(&ctx) {
+        bump(Stat::KernelStackUserMode);
+        -errno::EFAULT
+    } else {
+        stack_id(
+            ctx.get_stackid(stacks, u64::from(BPF_F_FAST_STACK_CMP)),
+            Stat::KernelStackUserMode,
+            Stat::KernelStackCollision,
+            Stat::KernelStackOther,
+        )
+    };
     if UNWIND_TABLES.load() != 0 && PROCESS_MAPPINGS.get_ptr(tgid).is_some() {
         if start_unwind(tgid, kernel, generation) {
             // SAFETY: the context is this program's own.
@@ -229,6 +236,23 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
         generation,
     );
     0
+}
+
+/// Whether the tick interrupted user mode, from the registers the perf event saved (the context
+/// starts with them): x86_64 `cs` (word 17 of `pt_regs`) at privilege level 3; arm64 `pstate`
+/// (word 33 of `user_pt_regs`) in EL0.
+#[inline(always)]
+fn interrupted_user_mode(ctx: &PerfEventContext) -> bool {
+    let regs = ctx.as_ptr() as *const u64;
+    // SAFETY: both words lie inside the `bpf_perf_event_data` the kernel passes; the verifier
+    // checks every context access.
+    unsafe {
+        if ARCH.load() == arch::AARCH64 {
+            *regs.add(33) & 0xf == 0
+        } else {
+            *regs.add(17) & 3 == 3
+        }
+    }
 }
 
 #[inline(always)]
