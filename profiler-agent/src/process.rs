@@ -530,7 +530,11 @@ mod tests {
         assert!(table.get(pid).unwrap().alive);
 
         let copy = table.subset([pid, Pid(u32::MAX - 1)]);
-        assert_eq!(copy.len(), 1, "only the pids asked for, and only known ones");
+        assert_eq!(
+            copy.len(),
+            1,
+            "only the pids asked for, and only known ones"
+        );
         assert_eq!(
             copy.get(pid).unwrap().mappings.len(),
             table.get(pid).unwrap().mappings.len()

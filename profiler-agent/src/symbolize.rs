@@ -75,10 +75,17 @@ impl Symbolizer {
 
     fn make_room(&mut self, incoming: usize) {
         if self.user_cache.len() + self.kernel_cache.len() + incoming > MAX_CACHED_ADDRESSES {
-            self.user_cache.clear();
-            self.kernel_cache.clear();
-            self.names.clear();
+            self.clear_results();
         }
+    }
+
+    /// Drops the per-address results (and the names only they used); what blazesym has parsed
+    /// stays. The bound on the cache does this; the symbolization benchmark does it to time
+    /// lookups in parsed files.
+    pub fn clear_results(&mut self) {
+        self.user_cache.clear();
+        self.kernel_cache.clear();
+        self.names.clear();
     }
 
     /// Symbolizes offsets into one file. The offsets must already point *into* the instruction
