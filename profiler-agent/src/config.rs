@@ -204,6 +204,19 @@ impl Config {
         Ok(out)
     }
 
+    /// Whether `--include-comm` / `--exclude-comm` let a process with this name through.
+    pub fn wants(&self, comm: &str) -> bool {
+        let included = self
+            .include_comm
+            .as_ref()
+            .is_none_or(|re| re.is_match(comm));
+        let excluded = self
+            .exclude_comm
+            .as_ref()
+            .is_some_and(|re| re.is_match(comm));
+        included && !excluded
+    }
+
     /// What the sampler is asked to do.
     pub fn sampler_options(&self) -> SamplerOptions {
         SamplerOptions {

@@ -408,7 +408,7 @@ impl SampleLoop {
                 for pid in sampler.new_processes() {
                     if processes.refresh(pid).is_ok() {
                         let comm = processes.get(pid).map_or(String::new(), |p| p.comm.clone());
-                        if self.wanted(&comm)
+                        if self.cfg.wants(&comm)
                             && let Some(info) = processes.get(pid)
                         {
                             sampler.update_process(info);
@@ -444,7 +444,7 @@ impl SampleLoop {
                 // once per window, rather than by re-reading every process on every drain.
                 for pid in processes.revalidate() {
                     if let Some(info) = processes.get(pid)
-                        && self.wanted(&info.comm)
+                        && self.cfg.wants(&info.comm)
                     {
                         sampler.update_process(info);
                     }
@@ -524,21 +524,6 @@ impl SampleLoop {
         requests
     }
 
-    /// Whether the comm filters let a process through.
-    fn wanted(&self, comm: &str) -> bool {
-        let included = self
-            .cfg
-            .include_comm
-            .as_ref()
-            .is_none_or(|re| re.is_match(comm));
-        let excluded = self
-            .cfg
-            .exclude_comm
-            .as_ref()
-            .is_some_and(|re| re.is_match(comm));
-        included && !excluded
-    }
-
     /// Reads the mappings of the batch's processes that need it (seen for the first time, or
     /// sampled outside the mappings known), reads each new process's resource attributes while
     /// it is alive, and drops samples of processes the filters exclude.
@@ -565,7 +550,7 @@ impl SampleLoop {
             };
             let fresh = reread && processes.refresh(pid).is_ok();
             let comm = processes.get(pid).map_or("", |p| p.comm.as_str());
-            if !self.wanted(comm) {
+            if !self.cfg.wants(comm) {
                 unwanted.push(pid);
                 continue;
             }

@@ -123,7 +123,12 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         title: format!("{title} ({:.1} s)", elapsed.as_secs_f64()),
         node_wide: cfg.pid.is_none(),
     };
-    let profile = profile::build(aggregator.take(), &processes, &mut symbolizer, &meta);
+    let mut entries = aggregator.take();
+    if cfg.include_comm.is_some() || cfg.exclude_comm.is_some() {
+        entries
+            .retain(|(key, _)| cfg.wants(processes.get(key.pid).map_or("", |p| p.comm.as_str())));
+    }
+    let profile = profile::build(entries, &processes, &mut symbolizer, &meta);
     let mut writer = BufWriter::new(output.as_file());
     export::write(&profile, format, &mut writer)?;
     drop(writer);

@@ -277,3 +277,36 @@ fn every_counted_sample_reaches_the_output() {
     assert!(counted > 100, "{stderr}");
     assert_eq!(total(&read_folded(&out)), counted, "{stderr}");
 }
+
+#[test]
+fn name_filters_apply_to_a_node_wide_local_profile() {
+    if !require_root() {
+        return;
+    }
+    let _calltree = Workload::start(&build_c("calltree"), &[]);
+    let _threads = Workload::start(&build_c("threads"), &[]);
+    let dir = temp_dir();
+    let roots = |filter: &str, regex: &str| {
+        let out = dir.path().join("node.folded");
+        let run = run_agent(&["-d", "3s", filter, regex, "-o", out.to_str().unwrap()]);
+        assert!(run.status.success());
+        let mut roots = std::collections::BTreeMap::new();
+        for (stack, count) in read_folded(&out) {
+            *roots.entry(stack[0].clone()).or_insert(0u64) += count;
+        }
+        roots
+    };
+    let included = roots("--include-comm", "^calltree$");
+    assert_eq!(
+        included.keys().collect::<Vec<_>>(),
+        ["calltree"],
+        "{included:?}"
+    );
+    assert!(included["calltree"] > 100, "{included:?}");
+    let excluded = roots("--exclude-comm", "^calltree$");
+    assert!(!excluded.contains_key("calltree"), "{excluded:?}");
+    assert!(
+        excluded.get("threads").is_some_and(|n| *n > 100),
+        "{excluded:?}"
+    );
+}

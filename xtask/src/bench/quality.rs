@@ -275,6 +275,10 @@ pub fn p6_accuracy(b: &mut Bench) -> Result<Section> {
 /// P7: one node-wide profile taken twice at the same time: by the agent in continuous mode
 /// (OTLP to the receiver, one window covering the whole run) and by the agent in local mode
 /// (gzip'd pprof), with several different workloads running; bytes per distinct stack compared.
+/// Both P7 agents leave agents out: each would otherwise profile the other (the local one
+/// symbolizing its whole run at the end, say), and the two profiles would hold different work.
+const AGENT_COMM: &str = "^profiler-agent$";
+
 pub fn p7_export_size(b: &mut Bench) -> Result<Section> {
     let seconds = b.pick(30, 8);
     let mut busy = Vec::new();
@@ -290,10 +294,14 @@ pub fn p7_export_size(b: &mut Bench) -> Result<Section> {
             &receiver.endpoint(),
             "--export-interval",
             "1h",
+            "--exclude-comm",
+            AGENT_COMM,
         ],
     )?;
     let pprof = b.tmp("p7.pb.gz");
     let (summary, _) = b.run_local(&[
+        "--exclude-comm",
+        AGENT_COMM,
         "--duration",
         &format!("{seconds}s"),
         "--output",
@@ -323,7 +331,8 @@ pub fn p7_export_size(b: &mut Bench) -> Result<Section> {
     let md = format!(
         "Node-wide, {seconds} s, calltree, syscalls, threads and nofp busy. Two agents at the same time: continuous mode \
          exporting OTLP (`--export-interval 1h`, so SIGTERM exports the whole run as one window, split into requests of \
-         at most 4 MiB), and local mode writing gzip'd pprof. OTLP sizes are those of the requests the independent \
+         at most 4 MiB), and local mode writing gzip'd pprof. Both leave out the agents (`--exclude-comm '^profiler-agent$'`), \
+         which would otherwise profile each other, so both profiles hold the same processes. OTLP sizes are those of the requests the independent \
          receiver got (re-serialized with the official Python classes; gzip'd at the default level per request, as \
          gRPC's gzip sends them). A distinct stack is one OTLP `Sample` (per process) or one pprof `Sample`.\n\n\
          | format | requests | distinct stacks | bytes | gzip'd bytes | bytes per stack | gzip'd bytes per stack |\n|---|---|---|---|---|---|---|\n\
