@@ -150,7 +150,14 @@ impl Metrics {
             "Processes whose stacks are unwound with tables",
             unwind_processes.clone(),
         );
-        for event in ["loaded", "evicted", "error", "too_big", "process_error"] {
+        for event in [
+            "loaded",
+            "reused",
+            "evicted",
+            "error",
+            "too_big",
+            "process_error",
+        ] {
             let _ = unwind_tables.get_or_create(&vec![("event", event)]);
         }
         // Every series exists from the start (at zero), so dashboards and alerts see it before
@@ -206,6 +213,7 @@ impl Metrics {
         let mut last = self.last_tables.lock().unwrap_or_else(|e| e.into_inner());
         for (event, now, before) in [
             ("loaded", stats.tables_loaded, last.tables_loaded),
+            ("reused", stats.tables_reused, last.tables_reused),
             ("evicted", stats.tables_evicted, last.tables_evicted),
             ("error", stats.table_errors, last.table_errors),
             ("too_big", stats.tables_too_big, last.tables_too_big),

@@ -41,6 +41,8 @@ pub struct LoaderStats {
     pub tables_loaded: u64,
     /// Tables evicted to make room (cumulative).
     pub tables_evicted: u64,
+    /// Tables of files mapped again after no process mapped them, taken back without a load.
+    pub tables_reused: u64,
     /// Objects whose table could not be built (no CFI, unsupported format, I/O error).
     pub table_errors: u64,
     /// Tables that did not fit in the kernel maps even after eviction.
@@ -90,6 +92,8 @@ pub struct TableLoader {
     clock: u64,
     /// pid → (signature of its mappings, objects whose tables it uses).
     processes: HashMap<Pid, (u64, Vec<ObjectKey>)>,
+    /// Loaded tables of files no process maps now, by cache key, for reuse.
+    orphans: HashMap<String, LoadedTable>,
     /// Builds tables off the sampling thread; `None`: build in the foreground.
     builder: Option<Builder>,
     /// Objects whose table the builder is working on.
@@ -143,6 +147,7 @@ impl TableLoader {
             next_id: 1,
             clock: 0,
             processes: HashMap::new(),
+            orphans: HashMap::new(),
             builder,
             pending: HashSet::new(),
             waiting: HashSet::new(),
@@ -259,16 +264,24 @@ impl TableLoader {
         }
     }
 
-    /// Objects the process table let go of: their tables can go at once (nothing maps them).
+    /// Objects the process table let go of (no process maps them). Their tables stay in the
+    /// kernel as orphans, under the file's cache key (its build id), so a program that runs again
+    /// and again (a probe, a cron job, a shell loop) is not loaded anew each time; orphans are
+    /// evicted with the other unused tables, least recently used first, when space is needed.
     pub fn forget_objects(&mut self, maps: &mut impl UnwindMaps, objects: &[Arc<ObjectFile>]) {
         for object in objects {
-            let unused = match self.tables.get(&object.key) {
-                Some(TableState::Loaded(t)) => t.users == 0,
-                Some(TableState::Failed) => true,
-                None => false,
-            };
-            if unused {
-                self.unload(maps, object.key);
+            match self.tables.get(&object.key) {
+                Some(TableState::Loaded(t)) if t.users == 0 => {
+                    if let Some(TableState::Loaded(table)) = self.tables.remove(&object.key)
+                        && let Some(older) = self.orphans.insert(cache_key(object), table)
+                    {
+                        self.unload_table(maps, older);
+                    }
+                }
+                Some(TableState::Failed) => {
+                    self.tables.remove(&object.key);
+                }
+                _ => {}
             }
         }
     }
@@ -281,20 +294,19 @@ impl TableLoader {
         }
     }
 
-    fn unload(&mut self, maps: &mut impl UnwindMaps, key: ObjectKey) {
-        if let Some(TableState::Loaded(t)) = self.tables.remove(&key) {
-            for page in &t.pages {
-                maps.remove_page(*page);
-            }
-            self.pages_in_use -= t.pages.len();
-            self.free.release(t.chunks.0, t.chunks.1);
-            self.stats.tables_evicted += 1;
+    fn unload_table(&mut self, maps: &mut impl UnwindMaps, t: LoadedTable) {
+        for page in &t.pages {
+            maps.remove_page(*page);
         }
+        self.pages_in_use -= t.pages.len();
+        self.free.release(t.chunks.0, t.chunks.1);
+        self.stats.tables_evicted += 1;
     }
 
-    /// Evicts the least recently used table no process uses; false if there is none.
+    /// Evicts the least recently used table no process uses (an orphan or not); false if there
+    /// is none.
     fn evict_one(&mut self, maps: &mut impl UnwindMaps) -> bool {
-        let victim = self
+        let in_use = self
             .tables
             .iter()
             .filter_map(|(k, s)| match s {
@@ -302,13 +314,29 @@ impl TableLoader {
                 _ => None,
             })
             .min_by_key(|(used, _)| *used);
-        match victim {
-            Some((_, key)) => {
-                self.unload(maps, key);
-                true
+        let orphan = self
+            .orphans
+            .iter()
+            .map(|(k, t)| (t.last_used, k))
+            .min_by_key(|(used, _)| *used);
+        let table = match (in_use, orphan) {
+            (Some((used, key)), orphan) if orphan.is_none_or(|(o, _)| used < o) => {
+                match self.tables.remove(&key) {
+                    Some(TableState::Loaded(t)) => t,
+                    _ => return false,
+                }
             }
-            None => false,
-        }
+            (_, Some((_, key))) => {
+                let key = key.clone();
+                match self.orphans.remove(&key) {
+                    Some(t) => t,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        self.unload_table(maps, table);
+        true
     }
 
     /// The object's table in the kernel, loading it from the disk cache, or building it: at once
@@ -320,6 +348,14 @@ impl TableLoader {
     ) -> Option<&mut LoadedTable> {
         if !self.tables.contains_key(&object.key) {
             let key = cache_key(object);
+            if let Some(orphan) = self.orphans.remove(&key) {
+                self.stats.tables_reused += 1;
+                self.tables.insert(object.key, TableState::Loaded(orphan));
+                return match self.tables.get_mut(&object.key) {
+                    Some(TableState::Loaded(t)) => Some(t),
+                    _ => None,
+                };
+            }
             let cached = match &self.builder {
                 Some(builder) => match self.cache.get(&key) {
                     Some(table) => Some(Ok(table)),
@@ -729,6 +765,66 @@ impl UnwindMaps for InMemoryMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::ProcessTable;
+
+    #[test]
+    fn tables_of_files_no_process_maps_are_kept_for_the_next_process_that_does() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut loader = TableLoader::new(
+            &LoaderOptions {
+                cache_dir: cache.path().to_path_buf(),
+                cache_max_bytes: 256 << 20,
+                background: false,
+                row_chunks: profiler_common::UNWIND_ROW_CHUNKS,
+                wake: None,
+            },
+            crate::bpf::HOST_ARCH,
+        )
+        .unwrap();
+        let mut maps = InMemoryMaps::default();
+        let me = Pid(std::process::id());
+        let mut processes = ProcessTable::default();
+        processes.refresh(me).unwrap();
+        let info = processes.get(me).unwrap().clone();
+        loader.update(&mut maps, &info);
+        let loaded = loader.stats().tables_loaded;
+        assert!(
+            loaded >= 2,
+            "this test binary and libc: {:?}",
+            loader.stats()
+        );
+        let pages = maps.pages.len();
+
+        // The process goes, and with it the last mapping of its files.
+        loader.forget(&mut maps, &[me]);
+        let objects: Vec<Arc<ObjectFile>> = info
+            .mappings
+            .iter()
+            .filter_map(|m| m.object.clone())
+            .collect();
+        loader.forget_objects(&mut maps, &objects);
+        assert_eq!(
+            maps.pages.len(),
+            pages,
+            "orphaned tables stay in the kernel"
+        );
+        assert!(maps.processes.is_empty());
+
+        // The same files mapped again: taken back, nothing written.
+        loader.update(&mut maps, &info);
+        let stats = loader.stats();
+        assert_eq!(stats.tables_loaded, loaded, "{stats:?}");
+        assert_eq!(stats.tables_reused, loaded, "{stats:?}");
+        assert_eq!(maps.pages.len(), pages);
+        assert!(maps.processes.contains_key(&me));
+
+        // Orphans give their space back when it is needed.
+        loader.forget(&mut maps, &[me]);
+        loader.forget_objects(&mut maps, &objects);
+        while loader.evict_one(&mut maps) {}
+        assert!(maps.pages.is_empty());
+        assert_eq!(loader.stats().chunks_in_use, 0);
+    }
 
     #[test]
     fn bias_from_the_segment_holding_the_offset() {
