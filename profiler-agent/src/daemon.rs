@@ -315,14 +315,24 @@ impl ExportThread {
         })
     }
 
-    /// Requests queued by jobs finished since the last call.
-    fn finished(&mut self) -> u64 {
+    /// Requests queued by jobs finished since the last call; an error once the thread has
+    /// died (a panic while symbolizing), which ends the agent rather than let windows pile up.
+    fn finished(&mut self) -> Result<u64, AgentError> {
         let mut requests = 0;
-        for n in self.done.try_iter() {
-            self.outstanding -= 1;
-            requests += n;
+        loop {
+            match self.done.try_recv() {
+                Ok(n) => {
+                    self.outstanding -= 1;
+                    requests += n;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(requests),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(AgentError::Config(
+                        "the export thread stopped unexpectedly".into(),
+                    ));
+                }
+            }
         }
-        requests
     }
 
     fn idle(&self) -> bool {
@@ -345,7 +355,7 @@ impl ExportThread {
     /// Waits for every job until `deadline`; returns the requests they queued, and the samples
     /// of jobs not finished by then.
     fn finish_by(&mut self, deadline: Instant) -> (u64, u64) {
-        let mut requests = self.finished();
+        let mut requests = self.finished().unwrap_or(0);
         while self.outstanding > 0 {
             match self
                 .done
@@ -450,7 +460,7 @@ impl SampleLoop {
                     }
                 }
             }
-            summary.requests += exporter.finished();
+            summary.requests += exporter.finished()?;
             if stopping {
                 let w = std::mem::replace(&mut window, Window::new());
                 summary.requests += self.export_last(&mut exporter, w, &processes, &resources);
