@@ -141,13 +141,7 @@ impl Target {
         names.refresh(pid).expect("the workload's mappings");
         let cache = temp_dir();
         let mut loader = TableLoader::new(
-            &LoaderOptions {
-                cache_dir: cache.path().to_path_buf(),
-                cache_max_bytes: 256 << 20,
-                background: false,
-                row_chunks: profiler_common::UNWIND_ROW_CHUNKS,
-                wake: None,
-            },
+            &LoaderOptions::foreground(cache.path().to_path_buf()),
             arch::X86_64,
         )
         .expect("a cache directory");

@@ -120,6 +120,20 @@ pub struct LoaderOptions {
     pub wake: Option<Arc<Wakeup>>,
 }
 
+impl LoaderOptions {
+    /// Tables built in the foreground, in `cache_dir`, with the default bounds (256 MiB of cache,
+    /// the default row array): replay and tests.
+    pub fn foreground(cache_dir: PathBuf) -> Self {
+        Self {
+            cache_dir,
+            cache_max_bytes: 256 << 20,
+            background: false,
+            row_chunks: profiler_common::UNWIND_ROW_CHUNKS,
+            wake: None,
+        }
+    }
+}
+
 impl TableLoader {
     pub fn new(opts: &LoaderOptions, arch: u32) -> Result<Self, String> {
         let cache = TableCache::new(opts.cache_dir.clone(), opts.cache_max_bytes).map_err(|e| {
@@ -771,13 +785,7 @@ mod tests {
     fn tables_of_files_no_process_maps_are_kept_for_the_next_process_that_does() {
         let cache = tempfile::tempdir().unwrap();
         let mut loader = TableLoader::new(
-            &LoaderOptions {
-                cache_dir: cache.path().to_path_buf(),
-                cache_max_bytes: 256 << 20,
-                background: false,
-                row_chunks: profiler_common::UNWIND_ROW_CHUNKS,
-                wake: None,
-            },
+            &LoaderOptions::foreground(cache.path().to_path_buf()),
             crate::bpf::HOST_ARCH,
         )
         .unwrap();
