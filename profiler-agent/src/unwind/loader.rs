@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use profiler_common::unwind::{
-    self, MAX_MAPPINGS, PackedRow, PageExtent, PageKey, ProcessMappings, TABLE_PAGE_BYTES,
-    TABLE_PAGE_SHIFT, UnwindRow,
+    self, MAX_MAPPINGS, PackedRow, PageExtent, PageKey, ProcessMappings,
 };
 use profiler_common::{RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES};
 
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
 use crate::unwind::cache::{CachedTable, TableCache};
+pub use crate::unwind::in_memory::InMemoryMaps;
 pub use crate::unwind::layout::{ChunkAllocator, PageSpan, page_layout, split_pages};
 use crate::wake::Wakeup;
 
@@ -721,131 +721,5 @@ impl Builder {
     }
 }
 
-/// In-memory [`UnwindMaps`], for tests and replay: what the kernel would hold.
-#[derive(Default)]
-pub struct InMemoryMaps {
-    pub chunks: HashMap<u32, RowChunk>,
-    pub pages: HashMap<PageKey, PageExtent>,
-    pub processes: HashMap<Pid, ProcessMappings>,
-}
-
-impl InMemoryMaps {
-    /// The row the kernel would find for an object address, as the BPF program looks it up.
-    pub fn lookup_row(&self, table_id: u32, vaddr: u64) -> Option<UnwindRow> {
-        let vaddr = u32::try_from(vaddr).ok()?;
-        let extent = self.pages.get(&PageKey {
-            table_id,
-            page: vaddr >> TABLE_PAGE_SHIFT,
-        })?;
-        // As the BPF program reads them: packed rows, unpacked at the page's address.
-        let page_start = vaddr & !(TABLE_PAGE_BYTES as u32 - 1);
-        let row_at = |i: u32| {
-            let index = extent.start + i;
-            self.chunks
-                .get(&(index / UNWIND_CHUNK_ROWS))
-                .map(|c| c.rows[(index % UNWIND_CHUNK_ROWS) as usize].unpack(page_start))
-        };
-        let i = unwind::find_row(
-            extent.len,
-            vaddr,
-            &mut |i| row_at(i).map(|r| r.pc),
-            &mut unwind::Identity,
-        )?;
-        row_at(i)
-    }
-}
-
-impl UnwindMaps for InMemoryMaps {
-    fn write_chunk(&mut self, index: u32, chunk: &RowChunk) -> Result<(), String> {
-        self.chunks.insert(index, *chunk);
-        Ok(())
-    }
-    fn set_page(&mut self, key: PageKey, extent: PageExtent) -> Result<(), String> {
-        self.pages.insert(key, extent);
-        Ok(())
-    }
-    fn remove_page(&mut self, key: PageKey) {
-        self.pages.remove(&key);
-    }
-    fn set_process(&mut self, pid: Pid, mappings: &ProcessMappings) -> Result<(), String> {
-        self.processes.insert(pid, *mappings);
-        Ok(())
-    }
-    fn remove_process(&mut self, pid: Pid) {
-        self.processes.remove(&pid);
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::process::ProcessTable;
-
-    #[test]
-    fn tables_of_files_no_process_maps_are_kept_for_the_next_process_that_does() {
-        let cache = tempfile::tempdir().unwrap();
-        let mut loader = TableLoader::new(
-            &LoaderOptions::foreground(cache.path().to_path_buf()),
-            crate::bpf::HOST_ARCH,
-        )
-        .unwrap();
-        let mut maps = InMemoryMaps::default();
-        let me = Pid(std::process::id());
-        let mut processes = ProcessTable::default();
-        processes.refresh(me).unwrap();
-        let info = processes.get(me).unwrap().clone();
-        loader.update(&mut maps, &info);
-        let loaded = loader.stats().tables_loaded;
-        assert!(
-            loaded >= 2,
-            "this test binary and libc: {:?}",
-            loader.stats()
-        );
-        let pages = maps.pages.len();
-
-        // The process goes, and with it the last mapping of its files.
-        loader.forget(&mut maps, &[me]);
-        let objects: Vec<Arc<ObjectFile>> = info
-            .mappings
-            .iter()
-            .filter_map(|m| m.object.clone())
-            .collect();
-        loader.forget_objects(&mut maps, &objects);
-        assert_eq!(
-            maps.pages.len(),
-            pages,
-            "orphaned tables stay in the kernel"
-        );
-        assert!(maps.processes.is_empty());
-
-        // The same files mapped again: taken back, nothing written.
-        loader.update(&mut maps, &info);
-        let stats = loader.stats();
-        assert_eq!(stats.tables_loaded, loaded, "{stats:?}");
-        assert_eq!(stats.tables_reused, loaded, "{stats:?}");
-        assert_eq!(maps.pages.len(), pages);
-        assert!(maps.processes.contains_key(&me));
-
-        // Orphans give their space back when it is needed.
-        loader.forget(&mut maps, &[me]);
-        loader.forget_objects(&mut maps, &objects);
-        while loader.evict_one(&mut maps) {}
-        assert!(maps.pages.is_empty());
-        assert_eq!(loader.stats().chunks_in_use, 0);
-    }
-
-    #[test]
-    fn bias_from_the_segment_holding_the_offset() {
-        // A PIE: text at file offset 0x1040, vaddr 0x1040, mapped at 0x5555_5555_5000 from
-        // offset 0x1000.
-        let segments = [(0x1040, 0x1040, 0x2000)];
-        assert_eq!(
-            load_bias(&segments, 0x5555_5555_5000, 0x1000),
-            Some(0x5555_5555_4000)
-        );
-        // A non-PIE: vaddr 0x401000 at offset 0x1000, mapped where it says.
-        let segments = [(0x1000, 0x40_1000, 0x2000)];
-        assert_eq!(load_bias(&segments, 0x40_1000, 0x1000), Some(0));
-        assert_eq!(load_bias(&segments, 0x40_1000, 0x9000), None);
-    }
-}
+mod tests;

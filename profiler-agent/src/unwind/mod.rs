@@ -5,6 +5,7 @@
 //! The table format and the unwinding step live in [`profiler_common::unwind`], shared with the
 //! BPF program.
 pub mod cache;
+pub mod in_memory;
 pub mod layout;
 pub mod loader;
 pub mod replay;
