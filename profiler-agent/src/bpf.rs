@@ -39,6 +39,8 @@ pub enum BpfError {
     Attach { cpu: u32, message: String },
     #[error("reading eBPF map {map}: {message}")]
     Map { map: &'static str, message: String },
+    #[error(transparent)]
+    Tables(#[from] crate::unwind::loader::LoaderError),
 }
 
 /// How user stacks are unwound.
@@ -290,7 +292,7 @@ impl BpfSampler {
         let new_processes = RingBuf::try_from(take(names::NEW_PROCESSES)?)
             .map_err(|e| map_error(names::NEW_PROCESSES, e))?;
         let unwinder = if unwinder_loaded {
-            let loader = TableLoader::new(&opts.tables, HOST_ARCH).map_err(BpfError::Load)?;
+            let loader = TableLoader::new(&opts.tables, HOST_ARCH)?;
             Some(Unwinder {
                 loader,
                 maps: TableMaps {

@@ -49,7 +49,10 @@ pub struct Config {
     pub unwind: UnwindMode,
 
     /// Directory where unwind tables are cached between runs (one file per binary, by build id).
-    /// Default: kalypso-unwind-tables in the temporary directory.
+    /// It must be private: it is created with mode 0700; a symbolic link, a directory another
+    /// user owns, or a non-empty one others may write to is refused. Default: as root
+    /// /var/cache/kalypso/unwind-tables, else $XDG_CACHE_HOME/kalypso/unwind-tables
+    /// (~/.cache/kalypso/unwind-tables).
     #[arg(long, env = "PROFILER_UNWIND_CACHE_DIR")]
     pub unwind_cache_dir: Option<PathBuf>,
 
@@ -224,10 +227,13 @@ impl Config {
             frequency: self.frequency,
             unwind: self.unwind,
             tables: LoaderOptions {
-                cache_dir: self
-                    .unwind_cache_dir
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("kalypso-unwind-tables")),
+                cache_dir: self.unwind_cache_dir.clone().unwrap_or_else(|| {
+                    default_unwind_cache_dir(
+                        rustix::process::geteuid().is_root(),
+                        std::env::var_os("XDG_CACHE_HOME"),
+                        std::env::var_os("HOME"),
+                    )
+                }),
                 cache_max_bytes: self.unwind_cache_bytes,
                 // One process: its tables are built before sampling starts. Node-wide: in the
                 // background, so new processes never hold up sampling.
@@ -251,6 +257,29 @@ impl Config {
         self.format
             .or_else(|| Format::from_path(&self.output_path()))
     }
+}
+
+/// Where unwind tables are cached without `--unwind-cache-dir`: a root daemon's cache under
+/// /var/cache; another user's under the XDG cache directory (`$XDG_CACHE_HOME`, else
+/// `~/.cache`). Never a predictable name in a shared directory such as /tmp, where another user
+/// could plant a link first.
+pub fn default_unwind_cache_dir(
+    root: bool,
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    const SYSTEM: &str = "/var/cache/kalypso/unwind-tables";
+    // The XDG spec: relative values are invalid and ignored.
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if root {
+        return PathBuf::from(SYSTEM);
+    }
+    absolute(xdg_cache_home)
+        .or_else(|| absolute(home).map(|h| h.join(".cache")))
+        .map_or_else(
+            || PathBuf::from(SYSTEM),
+            |c| c.join("kalypso/unwind-tables"),
+        )
 }
 
 fn env_nonempty(var: &str) -> Option<String> {
@@ -368,6 +397,30 @@ mod tests {
             vec![("x-scope-orgid".to_string(), "b".to_string())]
         );
         assert!(Config::try_parse_from(["p", "--otlp-header", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn the_default_unwind_cache_is_never_in_a_shared_temporary_directory() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            default_unwind_cache_dir(true, os("/home/u/.cache"), os("/home/u")),
+            PathBuf::from("/var/cache/kalypso/unwind-tables")
+        );
+        assert_eq!(
+            default_unwind_cache_dir(false, os("/home/u/xdg"), os("/home/u")),
+            PathBuf::from("/home/u/xdg/kalypso/unwind-tables")
+        );
+        assert_eq!(
+            default_unwind_cache_dir(false, os("relative"), os("/home/u")),
+            PathBuf::from("/home/u/.cache/kalypso/unwind-tables")
+        );
+        assert_eq!(
+            default_unwind_cache_dir(false, None, None),
+            PathBuf::from("/var/cache/kalypso/unwind-tables")
+        );
+        let c = Config::try_parse_from(["p", "--pid", "1"]).unwrap();
+        let dir = c.sampler_options().tables.cache_dir;
+        assert!(!dir.starts_with(std::env::temp_dir()), "{}", dir.display());
     }
 
     #[test]

@@ -132,3 +132,31 @@ fn unprivileged_user_gets_a_clear_message() {
         "exactly one line"
     );
 }
+
+/// The attack of issue 14: a link planted where the agent keeps unwind tables. The root agent
+/// must not write through it.
+#[test]
+fn a_planted_link_as_the_unwind_cache_is_refused_and_nothing_is_written_through_it() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let victim = dir.path().join("chosen-by-someone-else");
+    std::fs::create_dir(&victim).unwrap();
+    let link = dir.path().join("kalypso-unwind-tables");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = run_agent(&[
+        "--pid",
+        &std::process::id().to_string(),
+        "--duration",
+        "1s",
+        "--unwind",
+        "dwarf",
+        "--unwind-cache-dir",
+        link.to_str().unwrap(),
+        "--output",
+        dir.path().join("x.folded").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "is a symbolic link");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+}

@@ -11,15 +11,21 @@
 //!
 //! The directory is bounded: after each write the least recently used tables (by mtime, which a
 //! hit refreshes) are deleted until the `.rows` files fit `max_bytes` again.
-use std::fs::{self, File};
+//!
+//! The directory is private to the agent ([`PrivateDir`]): created 0700, never reached through a
+//! symbolic link, refused when another user owns it or may write to it, and every table file is
+//! opened without following links and used only when this uid owns it. So the tables mapped
+//! here are files only this agent writes, and only by rename (never truncated in place).
+use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use memmap2::Mmap;
 use profiler_common::unwind::{UnwindRow, arch, kind};
 
+use super::private_dir::PrivateDir;
 use super::table::{TableError, TableInfo, build_rows, build_rows_from_file, map_file};
 
 /// Bumped whenever the file layout or the meaning of rows changes; other versions are rebuilt.
@@ -63,8 +69,34 @@ pub enum CacheError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "refusing the unwind table cache directory {}: {reason}; remove it, or choose another \
+         directory with --unwind-cache-dir",
+        path.display()
+    )]
+    NotPrivate { path: PathBuf, reason: NotPrivate },
     #[error(transparent)]
     Table(#[from] TableError),
+}
+
+/// Why a cache directory is not private to this agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotPrivate {
+    #[error("it is a symbolic link (links are never followed there)")]
+    Symlink,
+    #[error("it is not a directory")]
+    NotADirectory,
+    #[error(
+        "it is owned by uid {owner}, not by this agent's uid {uid}: its owner could plant or \
+         replace tables"
+    )]
+    Owner { owner: u32, uid: u32 },
+    #[error(
+        "other users may write to it (mode {mode:o}) and it is not empty: they could plant or \
+         replace tables"
+    )]
+    Writable { mode: u32 },
 }
 
 /// Counters since the cache was opened.
@@ -83,7 +115,7 @@ pub struct CacheStats {
 /// A directory of unwind tables bounded to `max_bytes` of `.rows` files.
 #[derive(Debug)]
 pub struct TableCache {
-    dir: PathBuf,
+    dir: PrivateDir,
     max_bytes: u64,
     hits: AtomicU64,
     builds: AtomicU64,
@@ -92,14 +124,11 @@ pub struct TableCache {
 }
 
 impl TableCache {
-    /// Opens (creating it if needed) the cache directory `dir`.
+    /// Opens (creating it, mode 0700, if needed) the private cache directory `dir`; see
+    /// [`PrivateDir::open`] for what is refused.
     pub fn new(dir: PathBuf, max_bytes: u64) -> Result<Self, CacheError> {
-        fs::create_dir_all(&dir).map_err(|source| CacheError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
         Ok(Self {
-            dir,
+            dir: PrivateDir::open(&dir)?,
             max_bytes,
             hits: AtomicU64::new(0),
             builds: AtomicU64::new(0),
@@ -132,7 +161,7 @@ impl TableCache {
 
     /// The table of `key` if the cache holds a valid one (never builds).
     pub fn get(&self, key: &str) -> Option<CachedTable> {
-        let file = File::open(self.path(key).ok()?).ok()?;
+        let file = self.dir.open_file(&file_name(key).ok()?).ok()??;
         let table = CachedTable::from_file(&file)?;
         // Best effort: a failed touch only makes the table look older to eviction.
         let _ = file.set_modified(SystemTime::now());
@@ -140,9 +169,10 @@ impl TableCache {
         Some(table)
     }
 
-    /// Path of the table of `key`.
+    /// Path of the table of `key` (for messages and tests: the cache itself never goes through
+    /// it).
     pub fn path(&self, key: &str) -> Result<PathBuf, CacheError> {
-        Ok(self.dir.join(format!("{}.{EXTENSION}", file_stem(key)?)))
+        Ok(self.dir.path().join(file_name(key)?))
     }
 
     fn get_or_else(
@@ -150,9 +180,9 @@ impl TableCache {
         key: &str,
         build: impl FnOnce(&mut dyn FnMut(UnwindRow)) -> Result<TableInfo, TableError>,
     ) -> Result<CachedTable, CacheError> {
-        let path = self.path(key)?;
-        match File::open(&path) {
-            Ok(file) => {
+        let name = file_name(key)?;
+        match self.dir.open_file(&name) {
+            Ok(Some(file)) => {
                 if let Some(table) = CachedTable::from_file(&file) {
                     // Best effort: a failed touch only makes the table look older to eviction.
                     let _ = file.set_modified(SystemTime::now());
@@ -161,55 +191,60 @@ impl TableCache {
                 }
                 self.invalid.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // Unreadable: rebuilding replaces it, or fails to write with a clear error.
+            Ok(None) => {}
+            // A link, not a regular file, another user's, unreadable: rebuilding replaces it
+            // (the rename replaces the name, never what a link points to), or fails to write
+            // with a clear error.
             Err(_) => {
                 self.invalid.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let table = self.build(&path, build)?;
+        let table = self.build(&name, build)?;
         self.builds.fetch_add(1, Ordering::Relaxed);
-        self.evict(&path);
+        self.evict(&name);
         Ok(table)
     }
 
     /// Streams the rows into a temporary file, writes the header last and renames it into place.
     fn build(
         &self,
-        path: &Path,
+        name: &str,
         build: impl FnOnce(&mut dyn FnMut(UnwindRow)) -> Result<TableInfo, TableError>,
     ) -> Result<CachedTable, CacheError> {
         let write_error = |source| CacheError::Write {
-            path: path.to_owned(),
+            path: self.dir.path().join(name),
             source,
         };
-        let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)
-            .map_err(write_error)?;
-        let info = {
-            let mut out = BufWriter::new(temp.as_file_mut());
-            out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;
-            let mut failed = None;
-            let info = build(&mut |row| {
-                if failed.is_none()
-                    && let Err(e) = out.write_all(&encode_row(&row))
-                {
-                    failed = Some(e);
+        let (mut file, temp) = self.dir.create_temp(TEMP_PREFIX).map_err(write_error)?;
+        let written = (|| {
+            let info = {
+                let mut out = BufWriter::new(&mut file);
+                out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;
+                let mut failed = None;
+                let info = build(&mut |row| {
+                    if failed.is_none()
+                        && let Err(e) = out.write_all(&encode_row(&row))
+                    {
+                        failed = Some(e);
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(write_error(e));
                 }
-            })?;
-            if let Some(e) = failed {
-                return Err(write_error(e));
+                out.flush().map_err(write_error)?;
+                info
+            };
+            file.seek(SeekFrom::Start(0)).map_err(write_error)?;
+            file.write_all(&encode_header(&info)).map_err(write_error)?;
+            // No fsync: a file cut short by a crash fails validation and is rebuilt.
+            self.dir.rename(&temp, name).map_err(write_error)
+        })();
+        if let Err(e) = written {
+            if let Ok(temp) = std::ffi::CString::new(temp) {
+                let _ = self.dir.remove(&temp);
             }
-            out.flush().map_err(write_error)?;
-            info
-        };
-        let file = temp.as_file_mut();
-        file.seek(SeekFrom::Start(0)).map_err(write_error)?;
-        file.write_all(&encode_header(&info)).map_err(write_error)?;
-        // No fsync: a file cut short by a crash fails validation and is rebuilt.
-        let file = temp.persist(path).map_err(|e| write_error(e.error))?;
+            return Err(e);
+        }
         CachedTable::from_file(&file).ok_or_else(|| {
             write_error(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -220,26 +255,21 @@ impl TableCache {
 
     /// Deletes the least recently used tables (never `keep`) until the directory fits the bound,
     /// and temporary files left by crashed builds. Best effort: errors leave files in place.
-    fn evict(&self, keep: &Path) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+    fn evict(&self, keep: &str) {
+        let Ok(entries) = self.dir.entries() else {
             return;
         };
         let now = SystemTime::now();
         let mut tables = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with(TEMP_PREFIX) {
-                let age = now.duration_since(modified).unwrap_or_default();
+        for entry in entries {
+            let name = entry.name_str().to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) {
+                let age = now.duration_since(entry.modified).unwrap_or_default();
                 if age > STALE_TEMP_AGE {
-                    let _ = fs::remove_file(&path);
+                    let _ = self.dir.remove(&entry.name);
                 }
-            } else if meta.is_file() && path.extension().is_some_and(|e| e == EXTENSION) {
-                tables.push((modified, meta.len(), path));
+            } else if entry.is_file && name.ends_with(&format!(".{EXTENSION}")) {
+                tables.push((entry.modified, entry.len, entry.name));
             }
         }
         let mut total: u64 = tables.iter().map(|(_, len, _)| len).sum();
@@ -247,16 +277,21 @@ impl TableCache {
             return;
         }
         tables.sort();
-        for (_, len, path) in tables {
+        for (_, len, name) in tables {
             if total <= self.max_bytes {
                 break;
             }
-            if path != keep && fs::remove_file(&path).is_ok() {
+            if name.as_bytes() != keep.as_bytes() && self.dir.remove(&name).is_ok() {
                 total = total.saturating_sub(len);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The file name of `key`'s table.
+fn file_name(key: &str) -> Result<String, CacheError> {
+    Ok(format!("{}.{EXTENSION}", file_stem(key)?))
 }
 
 /// The file name of `key`: characters other than `[0-9a-zA-Z_-]` become `_`, so a key can never
@@ -324,8 +359,10 @@ impl CachedTable {
         if file_len < HEADER_BYTES as u64 {
             return None;
         }
-        // Table files are never modified once at their final name (module docs), only replaced
-        // by rename or unlinked, which leaves this mapping's inode intact: see `map_file`.
+        // Mapping this file is safe from SIGBUS: it sits in a directory only this agent can
+        // write and this uid owns it (checked on open), and table files are never modified
+        // once at their final name (module docs), only replaced by rename or unlinked, which
+        // leaves this mapping's inode intact. No other process can truncate it under us.
         let map = map_file(file).ok()?;
         let (info, len) = decode_header(map.get(..HEADER_BYTES)?)?;
         if map.len().checked_sub(HEADER_BYTES)? != len.checked_mul(ROW_BYTES)? {
@@ -425,7 +462,9 @@ fn decode_header(header: &[u8]) -> Option<(TableInfo, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
@@ -544,7 +583,7 @@ mod tests {
         assert!(!path("c").exists());
         assert!(path("b").exists() && path("d").exists());
         assert_eq!(cache.stats().evictions, 2);
-        let total: u64 = fs::read_dir(&cache.dir)
+        let total: u64 = fs::read_dir(cache.dir.path())
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().len())
             .sum();
@@ -567,7 +606,7 @@ mod tests {
             cache
                 .path(key)
                 .unwrap()
-                .strip_prefix(&cache.dir)
+                .strip_prefix(cache.dir.path())
                 .unwrap()
                 .to_owned()
         };
@@ -591,6 +630,128 @@ mod tests {
         fs::write(&file, b"").unwrap();
         let err = TableCache::new(file.join("unwind"), 1).unwrap_err();
         assert!(matches!(err, CacheError::CreateDir { .. }), "{err}");
+    }
+
+    /// As root, `chown` a path to `nobody`; `false` when not root (the check is skipped).
+    fn give_to_nobody(path: &Path) -> bool {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown");
+            return false;
+        }
+        std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+        true
+    }
+
+    #[test]
+    fn a_symlink_at_the_cache_path_is_refused_and_nothing_is_written_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        let link = dir.path().join("kalypso-unwind-tables");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = TableCache::new(link.clone(), u64::MAX).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CacheError::NotPrivate {
+                    reason: NotPrivate::Symlink,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_cache_directory_and_its_missing_parents_are_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/unwind");
+        let cache = TableCache::new(path.clone(), u64::MAX).unwrap();
+        drop(cache.get_or_build("k", &libc()).unwrap());
+        for p in [dir.path().join("a"), dir.path().join("a/b"), path.clone()] {
+            let mode = fs::metadata(&p).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", p.display());
+        }
+        let mode = fs::metadata(cache.path("k").unwrap()).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "table file mode {mode:o}");
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused_unless_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::write(shared.join("someone-elses"), b"").unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = TableCache::new(shared.clone(), u64::MAX).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CacheError::NotPrivate {
+                    reason: NotPrivate::Writable { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o777, 0o777);
+        // A fresh volume (an empty emptyDir is 0777): made private, then used.
+        let fresh = dir.path().join("fresh");
+        fs::create_dir(&fresh).unwrap();
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o777)).unwrap();
+        TableCache::new(fresh.clone(), u64::MAX).unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_directory_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        if !give_to_nobody(&theirs) {
+            return;
+        }
+        let err = TableCache::new(theirs, u64::MAX).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CacheError::NotPrivate {
+                    reason: NotPrivate::Owner { owner: 65534, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tables_another_user_owns_or_links_are_never_read() {
+        let (dir, cache) = cache(u64::MAX);
+        let elf = libc();
+        let expected = build_table(&elf).unwrap();
+        drop(cache.get_or_build("planted", &elf).unwrap());
+        let path = cache.path("planted").unwrap();
+        // A valid table, but not this agent's: rebuilt (replaced), never used.
+        if give_to_nobody(&path) {
+            assert!(cache.get("planted").is_none());
+            let table = cache.get_or_build("planted", &elf).unwrap();
+            assert_eq!(table.rows(), &expected.rows[..]);
+            assert_eq!(fs::metadata(&path).unwrap().uid(), 0);
+        }
+        // A link to a valid table elsewhere is not followed.
+        let elsewhere = dir.path().join("elsewhere.rows");
+        fs::rename(&path, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(cache.get("planted").is_none());
+        let table = cache.get_or_build("planted", &elf).unwrap();
+        assert_eq!(table.rows(), &expected.rows[..]);
+        assert!(!fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(
+            cache.stats().invalid,
+            1 + u64::from(rustix::process::geteuid().is_root())
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use profiler_common::{RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_P
 
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
-use crate::unwind::cache::{CachedTable, TableCache};
+use crate::unwind::cache::{CacheError, CachedTable, TableCache};
 pub use crate::unwind::in_memory::InMemoryMaps;
 pub use crate::unwind::layout::{ChunkAllocator, PageSpan, page_layout, split_pages};
 use crate::wake::Wakeup;
@@ -134,19 +134,26 @@ impl LoaderOptions {
     }
 }
 
+/// Why the loader could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoaderError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("cannot start the unwind-table builder thread: {0}")]
+    Builder(#[source] std::io::Error),
+}
+
 impl TableLoader {
-    pub fn new(opts: &LoaderOptions, arch: u32) -> Result<Self, String> {
-        let cache = TableCache::new(opts.cache_dir.clone(), opts.cache_max_bytes).map_err(|e| {
-            format!(
-                "cannot use {} for unwind tables: {e}",
-                opts.cache_dir.display()
-            )
-        })?;
-        let cache = Arc::new(cache);
+    pub fn new(opts: &LoaderOptions, arch: u32) -> Result<Self, LoaderError> {
+        let cache = Arc::new(TableCache::new(
+            opts.cache_dir.clone(),
+            opts.cache_max_bytes,
+        )?);
         let builder = if opts.background {
             Some(
                 Builder::start(Arc::clone(&cache), opts.wake.clone())
-                    .map_err(|e| format!("cannot start the unwind-table builder thread: {e}"))?,
+                    .map_err(LoaderError::Builder)?,
             )
         } else {
             None

@@ -8,5 +8,6 @@ pub mod cache;
 pub mod in_memory;
 pub mod layout;
 pub mod loader;
+mod private_dir;
 pub mod replay;
 pub mod table;
