@@ -24,7 +24,8 @@ pub struct Config {
     #[arg(long, short, env = "PROFILER_PID", value_parser = parse_pid)]
     pub pid: Option<Pid>,
 
-    /// How long to sample (e.g. 10s, 2m, 500ms). Default: until Ctrl-C, or until the process exits.
+    /// How long to sample (e.g. 10s, 2m, 500ms); with --exporter, the last window is exported
+    /// then and the agent exits. Default: until Ctrl-C/SIGTERM, or until the process exits.
     #[arg(long, short, env = "PROFILER_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 

@@ -406,14 +406,17 @@ impl SampleLoop {
         let mut last_queue_drops = self.queue.dropped();
         let mut denied_warned = 0u64;
         let mut next_drain = Instant::now() + self.cfg.drain_interval;
+        // `--duration`: sampling ends then, as on SIGTERM (the last window is exported).
+        let end = self.cfg.duration.map(|d| Instant::now() + d);
         loop {
-            // Asleep until the next drain, unless the kernel announces a process (whose
-            // mappings are read at once, while it still exists), a table is built, or a
-            // signal arrives.
-            while !self.stop.load(Ordering::SeqCst) && Instant::now() < next_drain {
+            // Asleep until the next drain (or the end of `--duration`), unless the kernel
+            // announces a process (whose mappings are read at once, while it still exists), a
+            // table is built, or a signal arrives.
+            let wake_at = end.map_or(next_drain, |end| end.min(next_drain));
+            while !self.stop.load(Ordering::SeqCst) && Instant::now() < wake_at {
                 self.wake.wait(
                     &[sampler.announcements()],
-                    next_drain.saturating_duration_since(Instant::now()),
+                    wake_at.saturating_duration_since(Instant::now()),
                 );
                 for pid in sampler.new_processes() {
                     if processes.refresh(pid).is_ok() {
@@ -432,7 +435,8 @@ impl SampleLoop {
             }
             next_drain += self.cfg.drain_interval;
             let target_gone = self.cfg.pid.is_some_and(|p| !process::exists(p));
-            let stopping = self.stop.load(Ordering::SeqCst) || target_gone;
+            let timed_out = end.is_some_and(|end| Instant::now() >= end);
+            let stopping = self.stop.load(Ordering::SeqCst) || target_gone || timed_out;
             if stopping {
                 sampler.stop();
             }

@@ -568,3 +568,57 @@ fn short_lived_processes_still_symbolize() {
             .all(|res| attr(res, "process.executable.name").as_deref() == Some("calltree"))
     }));
 }
+
+/// Waits for a child to exit on its own; kills it and fails after `limit` (a hang).
+fn wait_or_kill(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running after {limit:?}, killed\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "agent: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn duration_ends_a_continuous_export_and_flushes_the_last_window() {
+    if !require_root() {
+        return;
+    }
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let child = Command::new(agent_binary())
+        .args(["--pid", &w.pid().to_string(), "--duration", "3s"])
+        .args(["--exporter", "stdout", "--export-interval", "60s"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_or_kill(
+        child,
+        Duration::from_secs(30),
+        "--duration 3s --exporter stdout",
+    );
+    assert_clean_exit(&out);
+    // The one window (the interval is longer than the run) is exported at the end.
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(!lines.is_empty(), "nothing exported:\n{}", stderr_of(&out));
+    let (samples, sent, _) = daemon_summary(&stderr_of(&out));
+    assert!(samples > 0 && sent == samples, "{}", stderr_of(&out));
+}
