@@ -76,7 +76,9 @@ pub struct Config {
     pub quiet: bool,
 
     /// Continuous export instead of one file: `otlp` (gRPC to a collector or Pyroscope), `stdout`
-    /// (each request as a JSON line), or `none`. Default when neither --pid nor --output is given: otlp.
+    /// (each request as a JSON line; when the reader closes the pipe, as `| head` does, the agent
+    /// says so on stderr once and exits with status 1), or `none`. Default when neither --pid
+    /// nor --output is given: otlp.
     #[arg(
         long,
         value_enum,

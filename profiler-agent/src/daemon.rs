@@ -144,12 +144,25 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
 
     let queue = Arc::new(ExportQueue::new(cfg.export_queue_bytes));
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
-    let sender = tokio::spawn(sender::run(
-        Arc::clone(&queue),
-        sink,
-        Arc::clone(&metrics),
-        shutdown_rx,
-    ));
+    let sink_closed = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn({
+        let sender = sender::run(Arc::clone(&queue), sink, Arc::clone(&metrics), shutdown_rx);
+        let (stop, wake, closed) = (
+            Arc::clone(&stop),
+            Arc::clone(&wake),
+            Arc::clone(&sink_closed),
+        );
+        async move {
+            let result = sender.await;
+            if result.is_err() {
+                // A closed destination ends the agent, like a signal but without a last export.
+                closed.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+                wake.notify();
+            }
+            result
+        }
+    });
 
     let loop_ctx = SampleLoop {
         cfg: cfg.clone(),
@@ -159,12 +172,27 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         stop: Arc::clone(&stop),
         signalled_at: Arc::clone(&signalled_at),
         wake,
+        sink_closed: Arc::clone(&sink_closed),
     };
     let mut summary = tokio::task::spawn_blocking(move || loop_ctx.run(sampler))
         .await
         .map_err(|e| AgentError::Config(format!("sampling thread failed: {e}")))??;
     signals.abort();
 
+    if sink_closed.load(Ordering::SeqCst) {
+        let left = queue.abandon();
+        metrics.drop_samples("sink_closed", left.samples);
+        metrics.export_batches_dropped.inc_by(left.batches);
+        // The flag is only set once the sender has ended with the error.
+        if let Ok(Err(closed)) = sender.await {
+            return Err(AgentError::SinkClosed {
+                source: closed,
+                sent: metrics.samples_exported.get(),
+                lost: metrics.samples_dropped_total(),
+            });
+        }
+        return Err(AgentError::Config("the sender stopped unexpectedly".into()));
+    }
     // Send what is pending until the deadline, then count whatever is left as dropped.
     let deadline = tokio::time::Instant::from_std(shutdown_deadline(&signalled_at, cfg));
     let _ = shutdown_tx.send(Some(deadline));
@@ -237,6 +265,8 @@ struct SampleLoop {
     signalled_at: Arc<Mutex<Option<Instant>>>,
     /// Wakes the sampling thread: a signal arrived, or an unwind table was built.
     wake: Arc<Wakeup>,
+    /// The sender found its destination closed for good: stop, and export nothing more.
+    sink_closed: Arc<AtomicBool>,
 }
 
 /// State carried between export windows.
@@ -465,6 +495,13 @@ impl SampleLoop {
                 }
             }
             summary.requests += exporter.finished()?;
+            if stopping && self.sink_closed.load(Ordering::SeqCst) {
+                // Nowhere to send it: symbolizing the last window would be wasted work.
+                self.metrics
+                    .drop_samples("sink_closed", window.aggregator.total());
+                summary.requests += exporter.finished().unwrap_or(0);
+                return Ok(summary);
+            }
             if stopping {
                 let w = std::mem::replace(&mut window, Window::new());
                 summary.requests += self.export_last(&mut exporter, w, &processes, &resources);

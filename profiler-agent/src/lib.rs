@@ -44,6 +44,14 @@ pub enum AgentError {
     Export(#[from] export::ExportError),
     #[error("{0}")]
     Config(String),
+    /// The export destination closed for good (stdout's reader went away): exit non-zero, as a
+    /// pipeline that lost data should.
+    #[error("{source}; {sent} samples were written, {lost} were not")]
+    SinkClosed {
+        source: export::sender::SinkClosed,
+        sent: u64,
+        lost: u64,
+    },
     #[error(
         "no samples: the sampler never fired in {0:.1} s (no cpu-clock ticks reached the eBPF program); nothing written"
     )]

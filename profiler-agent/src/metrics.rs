@@ -23,13 +23,14 @@ use crate::unwind::loader::LoaderStats;
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Why samples are lost after the kernel counted them (the `reason` label).
-const DROP_REASONS: [&str; 6] = [
+const DROP_REASONS: [&str; 7] = [
     "queue_full",
     "export_rejected",
     "unsent_at_shutdown",
     "stack_too_large",
     "aggregation_bound",
     "export_failed",
+    "sink_closed",
 ];
 
 /// /healthz fails once the sampling loop has not completed a tick for this long.

@@ -622,3 +622,39 @@ fn duration_ends_a_continuous_export_and_flushes_the_last_window() {
     let (samples, sent, _) = daemon_summary(&stderr_of(&out));
     assert!(samples > 0 && sent == samples, "{}", stderr_of(&out));
 }
+
+/// `… --exporter stdout | head -c 100`: once the reader is gone the agent says so once and exits
+/// non-zero, rather than retrying a closed pipe forever.
+#[test]
+fn a_closed_stdout_ends_the_agent_with_one_error_line() {
+    if !require_root() {
+        return;
+    }
+    use std::io::Read;
+    let w = Workload::start(&build_c("calltree"), &[]);
+    let mut child = Command::new(agent_binary())
+        .args(["--pid", &w.pid().to_string()])
+        .args(["--exporter", "stdout", "--export-interval", "1s"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // What `head -c 100` does: read 100 bytes, close the pipe.
+    let mut first = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = wait_or_kill(child, Duration::from_secs(30), "a closed stdout");
+    let stderr = stderr_of(&out);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("will retry"),
+        "retried a closed pipe:\n{stderr}"
+    );
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("broken pipe"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{stderr}");
+    assert!(said[0].starts_with("error: "), "{stderr}");
+}

@@ -44,7 +44,16 @@ pub enum SendError {
     /// A retry cannot help (rejected as invalid, unauthenticated): the batch is dropped.
     #[error("{0}")]
     Permanent(String),
+    /// The destination is gone for good (stdout's reader closed the pipe): nothing more can be
+    /// sent, and the agent stops.
+    #[error("stdout was closed ({0})")]
+    Closed(#[source] std::io::Error),
 }
+
+/// Why the sender stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: stopped exporting")]
+pub struct SinkClosed(#[source] pub SendError);
 
 /// Where requests go.
 pub enum Sink {
@@ -66,7 +75,11 @@ impl Sink {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{line}")
                     .and_then(|_| out.flush())
-                    .map_err(|e| SendError::Transient(e.to_string()))
+                    .map_err(|e| match e.kind() {
+                        // The reader is gone (`| head`): no retry brings it back.
+                        std::io::ErrorKind::BrokenPipe => SendError::Closed(e),
+                        _ => SendError::Transient(e.to_string()),
+                    })
             }
             Sink::None => Ok(()),
         }
@@ -182,19 +195,21 @@ pub fn backoff(attempt: u32) -> Duration {
 /// until then, then give up and count the rest).
 pub type ShutdownSignal = watch::Receiver<Option<tokio::time::Instant>>;
 
-/// Sends queued batches until shutdown, oldest first, retrying transient failures.
+/// Sends queued batches until shutdown, oldest first, retrying transient failures. Returns early
+/// with the error when the destination is closed for good ([`SendError::Closed`]), leaving the
+/// batch that failed and the rest in the queue.
 pub async fn run(
     queue: Arc<ExportQueue>,
     mut sink: Sink,
     metrics: Arc<Metrics>,
     mut shutdown: ShutdownSignal,
-) {
+) -> Result<(), SinkClosed> {
     let mut failing = false;
     loop {
         let deadline = *shutdown.borrow();
         let Some(batch) = queue.front() else {
             if deadline.is_some() {
-                return;
+                return Ok(());
             }
             tokio::select! {
                 _ = queue.wait() => {}
@@ -233,6 +248,10 @@ pub async fn run(
                     queue.remove(batch.id);
                     break;
                 }
+                Err(e @ SendError::Closed(_)) => {
+                    metrics.export_result("failure");
+                    return Err(SinkClosed(e));
+                }
                 Err(SendError::Transient(e)) => {
                     // Log the change of state, not every retry.
                     if !failing {
@@ -242,7 +261,7 @@ pub async fn run(
                     metrics.export_result("failure");
                     let limit = *shutdown.borrow();
                     if limit.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                        return;
+                        return Ok(());
                     }
                     let wait = backoff(attempt);
                     attempt += 1;
