@@ -368,10 +368,8 @@ impl ProcessTable {
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&file)
         ));
-        let build_id = blazesym::helper::read_elf_build_id(&open_path)
-            .ok()
-            .flatten()
-            .map(|id| BuildId(id.into_owned()));
+        // Not blazesym's reader: it takes any note of type 3 (see `elf::read_build_id`).
+        let build_id = crate::elf::read_build_id(&file).ok().flatten();
         let object = Arc::new(ObjectFile {
             key,
             path: clean_path(path),
@@ -454,6 +452,37 @@ mod tests {
             object.build_id.is_some(),
             "rustc-built binaries carry a GNU build id"
         );
+    }
+
+    /// Maps `bytes` (padded to a page) executable into this process, as a loader would.
+    fn map_exec(bytes: &[u8]) -> (tempfile::NamedTempFile, memmap2::Mmap) {
+        let mut page = bytes.to_vec();
+        page.resize(bytes.len().next_multiple_of(4096), 0);
+        let file = crate::elf::tests::write_temp(&page);
+        // SAFETY: a private temporary file this test alone writes, mapped read-only.
+        let map = unsafe { memmap2::MmapOptions::new().map_exec(file.as_file()) }.unwrap();
+        (file, map)
+    }
+
+    #[test]
+    fn a_file_with_systemtap_notes_and_no_gnu_note_has_no_build_id() {
+        let sdt: crate::elf::tests::Note<'_> = (b"stapsdt", 3, b"libstdcxx\0catch\08@%r8\0");
+        let gnu_id = [0x5a; 20];
+        let (_only_sdt, only_sdt) = map_exec(&crate::elf::tests::elf_with_notes(&[sdt], false));
+        let (_both, both) = map_exec(&crate::elf::tests::elf_with_notes(
+            &[sdt, (b"GNU", 3, &gnu_id)],
+            true,
+        ));
+        let mut table = ProcessTable::default();
+        let me = Pid(std::process::id());
+        table.refresh(me).unwrap();
+        let info = table.get(me).unwrap();
+        let build_id = |map: &memmap2::Mmap| {
+            let m = info.mapping(VirtAddr(map.as_ptr() as u64)).expect("mapped");
+            m.object.as_ref().expect("a file").build_id.clone()
+        };
+        assert_eq!(build_id(&only_sdt), None);
+        assert_eq!(build_id(&both), Some(BuildId(gnu_id.to_vec())));
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! Reading the few ELF structures the agent needs from files other processes map: the GNU build
+//! id, and the executable segments. Always with `pread` into our own memory, never through a
+//! mapping: a file's owner can truncate it at any time, and a read through a mapping past the
+//! new end raises SIGBUS, which would kill the agent.
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use object::elf::{ELF_NOTE_GNU, NT_GNU_BUILD_ID, PF_X, PT_LOAD};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+use object::read::{ReadCache, ReadCacheOps, ReadRef};
+
+use crate::types::BuildId;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ElfError {
+    #[error("not a readable ELF file: {0}")]
+    Parse(#[from] object::Error),
+    #[error("not an ELF file: too short for the header")]
+    TooShort,
+}
+
+/// A file read with `pread` (`read_at`): no shared file offset, so threads can read the same
+/// open file at once, and no mapping.
+#[derive(Debug)]
+pub struct Pread<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> Pread<'a> {
+    /// Parsers read through `&ReadCache::new(Pread::new(file))`, which keeps what they read.
+    pub fn new(file: &'a File) -> Self {
+        Self { file, pos: 0 }
+    }
+}
+
+impl ReadCacheOps for Pread<'_> {
+    fn len(&mut self) -> Result<u64, ()> {
+        self.file.metadata().map(|m| m.len()).map_err(|_| ())
+    }
+
+    fn seek(&mut self, pos: u64) -> Result<u64, ()> {
+        self.pos = pos;
+        Ok(pos)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
+        let n = self.file.read_at(buf, self.pos).map_err(|_| ())?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ()> {
+        self.file.read_exact_at(buf, self.pos).map_err(|_| ())?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// The GNU build id of an open ELF file (32- or 64-bit, either byte order), read with `pread`;
+/// `None` when it has none.
+///
+/// Only a note named `GNU` of type `NT_GNU_BUILD_ID` counts: other owners use type 3 too
+/// (SystemTap's `stapsdt` probe descriptors, in `.note.stapsdt` of libstdc++ and of everything
+/// that links it statically, such as `librustc_driver`), and blazesym 0.2.7 takes the first
+/// note of type 3 whatever its owner (docs/upstream/blazesym-build-id-owner.md). Notes in
+/// `PT_NOTE` segments (what the loader maps) come first, then `SHT_NOTE` sections (files without
+/// program headers, such as separate debug files).
+pub fn read_build_id(file: &File) -> Result<Option<BuildId>, ElfError> {
+    let data = ReadCache::new(Pread::new(file));
+    let data = &data;
+    let ident = data.read_bytes_at(0, 16).map_err(|()| ElfError::TooShort)?;
+    match ident.get(4) {
+        Some(&object::elf::ELFCLASS64) => {
+            build_id_of::<object::elf::FileHeader64<object::Endianness>, _>(data)
+        }
+        _ => build_id_of::<object::elf::FileHeader32<object::Endianness>, _>(data),
+    }
+}
+
+fn build_id_of<'d, Elf: FileHeader<Endian = object::Endianness>, R: ReadRef<'d>>(
+    data: R,
+) -> Result<Option<BuildId>, ElfError> {
+    let header = Elf::parse(data)?;
+    let endian = header.endian()?;
+    let is_build_id = |note: &object::read::elf::Note<'d, Elf>| {
+        note.name() == ELF_NOTE_GNU && note.n_type(endian) == NT_GNU_BUILD_ID
+    };
+    for segment in header.program_headers(endian, data)? {
+        if let Some(mut notes) = segment.notes(endian, data)? {
+            while let Some(note) = notes.next()? {
+                if is_build_id(&note) {
+                    return Ok(Some(BuildId(note.desc().to_vec())));
+                }
+            }
+        }
+    }
+    for section in header.sections(endian, data)?.iter() {
+        if let Some(mut notes) = section.notes(endian, data)? {
+            while let Some(note) = notes.next()? {
+                if is_build_id(&note) {
+                    return Ok(Some(BuildId(note.desc().to_vec())));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Executable `PT_LOAD` segments of an ELF file: (file offset, virtual address, file size).
+/// Empty when the data is not a 64-bit ELF file.
+pub fn executable_segments<'d, R: ReadRef<'d>>(data: R) -> Vec<(u64, u64, u64)> {
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(data) else {
+        return Vec::new();
+    };
+    let Ok(endian) = header.endian() else {
+        return Vec::new();
+    };
+    let Ok(headers) = header.program_headers(endian, data) else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .filter(|h| h.p_type(endian) == PT_LOAD && h.p_flags(endian) & PF_X != 0)
+        .map(|h| (h.p_offset(endian), h.p_vaddr(endian), h.p_filesz(endian)))
+        .collect()
+}
+
+/// [`executable_segments`] of an open file, read with `pread`.
+pub fn executable_segments_of(file: &File) -> Vec<(u64, u64, u64)> {
+    executable_segments(&ReadCache::new(Pread::new(file)))
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
