@@ -185,8 +185,8 @@ pub(super) fn check(
                 )
             } else {
                 format!(
-                    "qemu exited ({:?}) before /init printed KALYPSO|BEGIN",
-                    boot.exit
+                    "qemu {} before /init printed KALYPSO|BEGIN",
+                    describe_exit(boot.exit)
                 )
             };
             checks.push(fail(
@@ -450,8 +450,8 @@ pub(super) fn check(
         fail(
             "complete",
             format!(
-                "the VM stopped ({:?}) before KALYPSO|END; last console lines:\n    {}",
-                boot.exit,
+                "qemu {} before KALYPSO|END; last console lines:\n    {}",
+                describe_exit(boot.exit),
                 tail()
             ),
         )

@@ -16,6 +16,7 @@
 //!
 //! The console log of the last run is kept in `target/vm-cache/<arch>/console.log`.
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -74,9 +75,10 @@ pub enum ArchChoice {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
-    /// KVM when /dev/kvm opens and a KVM guest was not seen to hang on this host; else TCG.
+    /// KVM when /dev/kvm opens and KVM has not failed on this host kernel before; TCG when
+    /// it does not, or when the KVM guest fails before /init (qemu exits, aborts or hangs).
     Auto,
-    /// KVM; fails when the guest does not reach /init within 20 s.
+    /// KVM; fails when the KVM guest does not reach /init within 20 s.
     Kvm,
     /// Emulation only.
     Tcg,
@@ -202,7 +204,8 @@ const NOFP_CFLAGS: &[&str] = &[
     "-fno-optimize-sibling-calls",
 ];
 /// How long a KVM guest may take to reach /init before KVM is declared unusable on this host
-/// (nested KVM can hang a guest right after the real-mode kernel setup).
+/// (nested KVM can hang a guest right after the real-mode kernel setup; it can also make qemu
+/// abort at once, which `boot_with_fallback` catches without waiting).
 const KVM_PROBE: Duration = Duration::from_secs(20);
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -308,40 +311,43 @@ fn run_arch(arch: Arch, opts: &Options) -> Result<Report> {
     let initrd = cache.join("initramfs.cpio.gz");
     build_initramfs(arch, &root, &busybox, &programs, &initrd)?;
 
-    let kvm_broken_stamp = root.join("target/vm-cache").join(format!(
-        "kvm-hangs-on-{}",
+    let kvm_unusable_stamp = root.join("target/vm-cache").join(format!(
+        "kvm-unusable-on-{}",
         host_kernel_release().unwrap_or_default()
     ));
     let try_kvm = arch.is_host()
         && match opts.accel {
             Accel::Tcg => false,
             Accel::Kvm => true,
-            Accel::Auto => kvm_usable() && !kvm_broken_stamp.exists(),
+            Accel::Auto => kvm_usable() && !kvm_unusable_stamp.exists(),
         };
-    let log = cache.join("console.log");
-    let timeout = Duration::from_secs(opts.timeout);
-    let mut boot = boot_once(arch, &kernel, &initrd, try_kvm, timeout, &log)?;
-    if try_kvm && boot.kvm_stuck {
-        if opts.accel == Accel::Kvm {
-            bail!(
-                "the KVM guest did not reach /init within {} s (see {})",
-                KVM_PROBE.as_secs(),
-                log.display()
-            );
-        }
+    if try_kvm && opts.accel == Accel::Auto {
         eprintln!(
-            "vm-test {}: the KVM guest did not reach /init within {} s: KVM does not work here \
-             (remembered in {}); using TCG",
-            arch.name(),
-            KVM_PROBE.as_secs(),
-            kvm_broken_stamp.display()
+            "vm-test {}: /dev/kvm opens; trying KVM first (TCG if the guest does not reach /init)",
+            arch.name()
         );
-        std::fs::write(
-            &kvm_broken_stamp,
-            "a KVM guest hung before /init on this host kernel\n",
-        )?;
-        boot = boot_once(arch, &kernel, &initrd, false, timeout, &log)?;
+    } else if arch.is_host() && kvm_unusable_stamp.exists() && opts.accel == Accel::Auto {
+        eprintln!(
+            "vm-test {}: TCG, since KVM failed here before ({}: {})",
+            arch.name(),
+            kvm_unusable_stamp.display(),
+            std::fs::read_to_string(&kvm_unusable_stamp)
+                .unwrap_or_default()
+                .trim()
+        );
     }
+    let log = cache.join("console.log");
+    let spec = BootSpec {
+        qemu: OsStr::new(arch.qemu()),
+        arch,
+        kernel: &kernel,
+        initrd: &initrd,
+        timeout: Duration::from_secs(opts.timeout),
+        kvm_probe: KVM_PROBE,
+        log: &log,
+    };
+    let boot = boot_with_fallback(&spec, try_kvm, opts.accel, &kvm_unusable_stamp)?;
+    let timeout = spec.timeout;
     let output = parse_console(&boot.lines);
     checks.extend(check(arch, &output, &boot, timeout));
     Ok(Report {
