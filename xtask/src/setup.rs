@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: installs build and test prerequisites on Debian/Ubuntu. Idempotent: each
 //! step checks first and does nothing when its piece is already there.
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -7,7 +8,8 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args, Default)]
 pub struct Options {
-    /// Also install what cross-building for this target needs (aarch64-unknown-linux-gnu).
+    /// Also install what building for this target needs (x86_64-unknown-linux-gnu or
+    /// aarch64-unknown-linux-gnu): the cross linker and std when it is not the host's own.
     #[arg(long)]
     pub target: Option<String>,
     /// Also install the tools the test suite uses (perf, gcc, Python and npm packages).
@@ -37,14 +39,50 @@ const PIP_TEST_PACKAGES: &[&str] = &[
     "grpcio==1.85.3",
     "pytest==9.2.0",
 ];
-/// Cross-building for aarch64: Debian's std for the target (the same version as `rustc-web`, which
-/// apt enforces for a Multi-Arch: same package), the cross gcc as linker and its libc.
-const AARCH64_PACKAGES: &[&str] = &[
-    "libstd-rust-web-dev:arm64",
-    "gcc-aarch64-linux-gnu",
-    "binutils-aarch64-linux-gnu",
-    "libc6-dev-arm64-cross",
-];
+/// What cross-building for a foreign target needs, per (host, target) architecture pair:
+/// Debian's std for the target (the same version as `rustc-web`, which apt enforces for a
+/// Multi-Arch: same package), the cross gcc as linker, its binutils and the target's libc.
+/// Building for the host's own architecture needs none of it: on an arm64 host
+/// `gcc-aarch64-linux-gnu` does not even exist, since gcc is that compiler there.
+fn cross_packages(host: &str, target: &str) -> Result<&'static [&'static str]> {
+    Ok(match (host, target) {
+        (h, t) if h == t => &[],
+        ("x86_64", "aarch64") => &[
+            "libstd-rust-web-dev:arm64",
+            "gcc-aarch64-linux-gnu",
+            "binutils-aarch64-linux-gnu",
+            "libc6-dev-arm64-cross",
+        ],
+        ("aarch64", "x86_64") => &[
+            "libstd-rust-web-dev:amd64",
+            "gcc-x86-64-linux-gnu",
+            "binutils-x86-64-linux-gnu",
+            "libc6-dev-amd64-cross",
+        ],
+        _ => bail!("no set-up known for building {target} code on a {host} host"),
+    })
+}
+
+/// The architecture this set-up runs on (xtask is always built for the host).
+pub fn host_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    }
+}
+
+/// The architecture of a Rust target we build for.
+fn target_arch(target: &str) -> Result<&'static str> {
+    Ok(match target {
+        "x86_64-unknown-linux-gnu" => "x86_64",
+        "aarch64-unknown-linux-gnu" => "aarch64",
+        other => bail!(
+            "no set-up known for target {other} (x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu)"
+        ),
+    })
+}
+
 /// `cargo xtask vm-test --arch aarch64`: qemu-system to boot Debian's arm64 kernel, qemu-user for
 /// the fast `--version`/`--help` smoke test on the host. Kernel and busybox are `apt-get download`ed
 /// into target/vm-cache, never installed.
@@ -128,12 +166,18 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run_checked(&mut cmd)
     };
-    if missing.iter().any(|p| p.ends_with(":arm64")) {
+    // A foreign architecture's packages (`libstd-rust-web-dev:arm64`) need it known to dpkg.
+    let foreign: BTreeSet<&str> = missing
+        .iter()
+        .filter_map(|p| p.split_once(':'))
+        .map(|(_, a)| a)
+        .collect();
+    for arch in foreign {
         let mut cmd = Command::new(sudo.first().copied().unwrap_or("dpkg"));
         if !sudo.is_empty() {
             cmd.arg("dpkg");
         }
-        cmd.args(["--add-architecture", "arm64"]);
+        cmd.args(["--add-architecture", arch]);
         run_checked(&mut cmd)?;
     }
     apt(&["update", "-q"])?;
@@ -181,10 +225,8 @@ fn install_bpf_linker() -> Result<()> {
 pub fn run(opts: &Options) -> Result<()> {
     apt_install(BUILD_PACKAGES)?;
     install_bpf_linker()?;
-    match opts.target.as_deref() {
-        None | Some("x86_64-unknown-linux-gnu") => {}
-        Some("aarch64-unknown-linux-gnu") => apt_install(AARCH64_PACKAGES)?,
-        Some(other) => bail!("no set-up known for target {other}"),
+    if let Some(target) = opts.target.as_deref() {
+        apt_install(cross_packages(host_arch(), target_arch(target)?)?)?;
     }
     if opts.test_tools {
         apt_install(TEST_PACKAGES)?;
@@ -236,4 +278,25 @@ fn install_test_readers() -> Result<()> {
     )?;
     std::fs::write(&stamp, wanted)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_pieces_depend_on_the_host_as_well_as_the_target() {
+        // An arm64 build host (an Apple-silicon laptop's Linux VM) building the arm64 image
+        // needs nothing: there is no gcc-aarch64-linux-gnu in Debian's arm64 archive.
+        assert!(cross_packages("aarch64", "aarch64").unwrap().is_empty());
+        assert!(cross_packages("x86_64", "x86_64").unwrap().is_empty());
+        // ...and for the amd64 image, the x86_64 cross toolchain and Debian's amd64 std.
+        let to_amd64 = cross_packages("aarch64", "x86_64").unwrap();
+        assert!(to_amd64.contains(&"gcc-x86-64-linux-gnu"));
+        assert!(to_amd64.contains(&"libstd-rust-web-dev:amd64"));
+        let to_arm64 = cross_packages("x86_64", "aarch64").unwrap();
+        assert!(to_arm64.contains(&"gcc-aarch64-linux-gnu"));
+        assert!(to_arm64.contains(&"libstd-rust-web-dev:arm64"));
+        assert!(target_arch("riscv64gc-unknown-linux-gnu").is_err());
+    }
 }
