@@ -15,9 +15,12 @@ pub mod process;
 pub mod profile;
 pub mod record;
 pub mod resource;
+pub mod sigbus;
 pub mod source;
 pub mod symbolize;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod types;
 pub mod unwind;
 pub mod wake;

@@ -60,6 +60,9 @@ pub struct Metrics {
     last_tables: Mutex<LoaderStats>,
     last_kernel: Mutex<SamplerStats>,
     last_symbolizer: Mutex<SymbolizerStats>,
+    /// Reads through mappings of files truncated under them (see `sigbus`), cumulative.
+    mapped_file_faults: Counter,
+    last_mapped_file_faults: AtomicU64,
     /// Unix seconds of the last completed sampling tick.
     pub last_tick: AtomicU64,
 }
@@ -151,6 +154,12 @@ impl Metrics {
             "Processes whose stacks are unwound with tables",
             unwind_processes.clone(),
         );
+        let mapped_file_faults = Counter::default();
+        registry.register(
+            "mapped_file_faults",
+            "Reads through a mapping of a file that was truncated under it, survived (read as zeros)",
+            mapped_file_faults.clone(),
+        );
         for event in [
             "loaded",
             "reused",
@@ -193,6 +202,8 @@ impl Metrics {
             last_tables: Mutex::default(),
             last_kernel: Mutex::default(),
             last_symbolizer: Mutex::default(),
+            mapped_file_faults,
+            last_mapped_file_faults: AtomicU64::new(0),
             last_tick: AtomicU64::new(now_secs()),
         }
     }
@@ -273,6 +284,10 @@ impl Metrics {
 
     pub fn tick(&self) {
         self.last_tick.store(now_secs(), Ordering::Relaxed);
+        let faults = crate::sigbus::recovered();
+        let before = self.last_mapped_file_faults.swap(faults, Ordering::Relaxed);
+        self.mapped_file_faults
+            .inc_by(faults.saturating_sub(before));
     }
 
     pub fn healthy(&self) -> bool {

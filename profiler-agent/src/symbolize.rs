@@ -57,6 +57,8 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub fn new() -> Self {
+        // blazesym maps the files it reads, and their owners may truncate them.
+        crate::sigbus::install();
         let blaze = Blaze::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)

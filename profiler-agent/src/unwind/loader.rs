@@ -17,6 +17,7 @@ use profiler_common::unwind::{
 };
 use profiler_common::{RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES};
 
+pub use crate::elf::executable_segments;
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
 use crate::unwind::cache::{CacheError, CachedTable, TableCache};
@@ -400,10 +401,8 @@ impl TableLoader {
                     TableState::Failed
                 }
                 Some(Ok(table)) => {
-                    // SAFETY: as for building: read-only private mapping of an executable file.
-                    let segments = unsafe { memmap2::Mmap::map(object.file()) }
-                        .map(|data| executable_segments(&data))
-                        .unwrap_or_default();
+                    // Read with pread, never mapped: the process may truncate the file.
+                    let segments = crate::elf::executable_segments_of(object.file());
                     match self.load(maps, &table, segments) {
                         Ok(loaded) => {
                             self.stats.tables_loaded += 1;
@@ -595,27 +594,6 @@ fn cache_key(object: &ObjectFile) -> String {
         "{}_{}-{}-{size}-{mtime}",
         object.key.dev.0, object.key.dev.1, object.key.inode
     )
-}
-
-/// Executable PT_LOAD segments of an ELF file: (file offset, virtual address, file size).
-pub fn executable_segments(data: &[u8]) -> Vec<(u64, u64, u64)> {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(data) else {
-        return Vec::new();
-    };
-    let Ok(endian) = header.endian() else {
-        return Vec::new();
-    };
-    let Ok(headers) = header.program_headers(endian, data) else {
-        return Vec::new();
-    };
-    headers
-        .iter()
-        .filter(|h| {
-            h.p_type(endian) == object::elf::PT_LOAD && h.p_flags(endian) & object::elf::PF_X != 0
-        })
-        .map(|h| (h.p_offset(endian), h.p_vaddr(endian), h.p_filesz(endian)))
-        .collect()
 }
 
 /// Load bias of a mapping (runtime address − object virtual address), from the executable segment

@@ -24,6 +24,7 @@ use gimli::{
     UnwindExpression, UnwindOffset, UnwindSection, UnwindTableRow, Vendor,
 };
 use memmap2::Mmap;
+use object::read::{ReadCache, ReadRef};
 use object::{Architecture, Object, ObjectKind, ObjectSection, SectionKind};
 use profiler_common::unwind::{UnwindRow, arch, kind};
 
@@ -124,27 +125,36 @@ pub fn build_table(elf: &[u8]) -> Result<UnwindTable, TableError> {
     })
 }
 
-/// Builds the table of an open ELF file, mapped rather than read so that large objects never
-/// sit in the heap.
+/// Builds the table of an open ELF file, read with `pread` (never mapped: the process that maps
+/// the file can truncate it at any time, and reading a mapping past the new end raises SIGBUS).
+/// Only the headers, the symbol tables `object` parses, and the CFI sections are read, into the
+/// heap for the length of the build.
 pub fn build_rows_from_file(
     file: &File,
     sink: &mut impl FnMut(UnwindRow),
 ) -> Result<TableInfo, TableError> {
-    let map = map_file(file)?;
-    build_rows(&map, sink)
+    build_rows_from(&ReadCache::new(crate::elf::Pread::new(file)), sink)
 }
 
-/// Maps a file read-only: an object, or a cached table.
+/// Maps a cached table file read-only (see `CachedTable::from_file` for why that is safe there;
+/// objects other processes map are never mapped by the agent's own code).
 pub(crate) fn map_file(file: &File) -> Result<Mmap, TableError> {
-    // SAFETY: the mapping is only read, through a byte slice. Executables, libraries and cached
-    // tables are replaced (a new inode) rather than rewritten in place; one truncated under us
-    // would raise SIGBUS, the risk every mmap-based ELF reader (blazesym included) takes.
+    // SAFETY: the mapping is only read, through a byte slice, of a file only this agent writes
+    // and never rewrites in place.
     unsafe { Mmap::map(file) }.map_err(TableError::Map)
 }
 
 /// Streams the unwind rows of an ELF file to `sink`, in strictly ascending `pc` order; each row's
 /// rule holds up to the next row's `pc`. An object without CFI yields no rows.
 pub fn build_rows(elf: &[u8], sink: &mut impl FnMut(UnwindRow)) -> Result<TableInfo, TableError> {
+    build_rows_from(elf, sink)
+}
+
+/// [`build_rows`] from any `object` reader: bytes in memory, or a file read on demand.
+fn build_rows_from<'d, R: ReadRef<'d>>(
+    elf: R,
+    sink: &mut impl FnMut(UnwindRow),
+) -> Result<TableInfo, TableError> {
     let file = object::File::parse(elf).map_err(TableError::NotElf)?;
     let regs = ArchRegs::of(&file)?;
     if file.kind() == ObjectKind::Relocatable {
@@ -190,8 +200,8 @@ pub fn build_rows(elf: &[u8], sink: &mut impl FnMut(UnwindRow)) -> Result<TableI
 }
 
 /// Emits the rows of `.eh_frame` (at `address`, holding `data`); `false` when it has no FDE.
-fn emit_eh_frame<F: FnMut(UnwindRow)>(
-    file: &object::File<'_>,
+fn emit_eh_frame<'d, R: ReadRef<'d>, F: FnMut(UnwindRow)>(
+    file: &object::File<'d, R>,
     (address, data): (u64, &[u8]),
     mut bases: BaseAddresses,
     regs: ArchRegs,
@@ -220,8 +230,8 @@ fn emit_eh_frame<F: FnMut(UnwindRow)>(
     Ok(true)
 }
 
-fn emit_debug_frame<F: FnMut(UnwindRow)>(
-    debug_frame: &object::Section<'_, '_>,
+fn emit_debug_frame<'d, R: ReadRef<'d>, F: FnMut(UnwindRow)>(
+    debug_frame: &object::Section<'d, '_, R>,
     bases: BaseAddresses,
     regs: ArchRegs,
     out: &mut Emitter<'_, F>,
@@ -251,8 +261,8 @@ fn section_error(name: &'static str, source: object::Error) -> TableError {
 
 /// The address and contents of a section, `None` when absent or without contents (`NOBITS`, as
 /// in separate debug files).
-fn section_data<'d>(
-    file: &object::File<'d>,
+fn section_data<'d, R: ReadRef<'d>>(
+    file: &object::File<'d, R>,
     name: &'static str,
 ) -> Result<Option<(u64, &'d [u8])>, TableError> {
     let Some(section) = file.section_by_name(name) else {
@@ -275,7 +285,7 @@ struct ArchRegs {
 }
 
 impl ArchRegs {
-    fn of(file: &object::File<'_>) -> Result<Self, TableError> {
+    fn of<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Result<Self, TableError> {
         if !file.is_64() || !file.is_little_endian() {
             return Err(TableError::UnsupportedArch(format!(
                 "{:?}, {}-bit {} endian",
@@ -761,4 +771,4 @@ impl<'a> Cfi<'a, EhFrame<Reader<'a>>> {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

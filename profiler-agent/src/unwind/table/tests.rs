@@ -629,3 +629,34 @@ fn random_corruption_of_cfi_never_panics() {
         }
     }
 }
+
+/// A process can truncate a file it maps at any time, while the agent builds its table: the
+/// build fails or finishes, and the agent lives (a read through a mapping of the file would
+/// raise SIGBUS).
+#[test]
+fn a_file_truncated_while_its_table_is_built_does_not_kill_the_agent() {
+    crate::test_support::in_child(
+        "unwind::table::tests::a_file_truncated_while_its_table_is_built_does_not_kill_the_agent",
+        || {
+            let dir = tempfile::tempdir().unwrap();
+            let copy = dir.path().join("libc-copy.so");
+            std::fs::copy(libc_path(), &copy).unwrap();
+            let file = std::fs::File::open(&copy).unwrap();
+            let mut rows = 0u64;
+            let result = build_rows_from_file(&file, &mut |_| {
+                rows += 1;
+                if rows == 1 {
+                    // What the process that maps it may do.
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&copy)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
+                }
+            });
+            eprintln!("{rows} rows, then {result:?}");
+            assert!(rows >= 1);
+        },
+    );
+}
