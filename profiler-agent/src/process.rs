@@ -65,8 +65,14 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub fn file_offset(&self, addr: VirtAddr) -> FileOffset {
-        FileOffset(addr.0 - self.start.0 + self.offset.0)
+    /// The file offset of an address in this mapping; `None` outside it.
+    pub fn file_offset(&self, addr: VirtAddr) -> Option<FileOffset> {
+        if addr < self.start || addr >= self.end {
+            return None;
+        }
+        (addr.0 - self.start.0)
+            .checked_add(self.offset.0)
+            .map(FileOffset)
     }
 }
 
@@ -152,6 +158,12 @@ impl ProcessTable {
 
     pub fn open_objects(&self) -> usize {
         self.objects.len()
+    }
+
+    /// A process as if read from `/proc` (tests of the stages after this one).
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&mut self, info: ProcessInfo) {
+        self.processes.insert(info.pid.expect("a pid"), info);
     }
 
     /// Re-reads a process's mappings, opening files not seen before. A process that has gone
@@ -435,7 +447,8 @@ mod tests {
     #[test]
     fn file_offset_accounts_for_the_mapping_offset() {
         let m = mapping(0x5000, 0x6000);
-        assert_eq!(m.file_offset(VirtAddr(0x5010)), FileOffset(0x1010));
+        assert_eq!(m.file_offset(VirtAddr(0x5010)), Some(FileOffset(0x1010)));
+        assert_eq!(m.file_offset(VirtAddr(0x4fff)), None);
     }
 
     #[test]

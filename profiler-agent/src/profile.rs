@@ -248,8 +248,18 @@ impl Builder {
         for i in 0..self.keys.len() {
             match self.keys[i] {
                 LocKey::User(pid, addr, leaf) => {
-                    let mapping = table.get(pid).and_then(|p| p.mapping(addr)).cloned();
-                    let Some(m) = mapping else {
+                    // A return address points after the call; the call itself is one byte back,
+                    // in the mapping below when the address starts a mapping.
+                    let lookup = if leaf {
+                        addr
+                    } else {
+                        VirtAddr(addr.0.saturating_sub(1))
+                    };
+                    let mapping = table.get(pid).and_then(|p| p.mapping(lookup)).cloned();
+                    let (Some(m), Some(offset)) = (
+                        mapping.as_ref(),
+                        mapping.as_ref().and_then(|m| m.file_offset(lookup)),
+                    ) else {
                         // Outside every mapping we know of: unresolved, and counted as such.
                         symbolizer.stats.unknown += 1;
                         self.locations[i].frames = unknown(&format!("{:#x}", addr.0));
@@ -270,13 +280,6 @@ impl Builder {
                         },
                     );
                     self.locations[i].mapping = Some(map_idx);
-                    // A return address points after the call; the call itself is one byte back.
-                    let lookup = if leaf {
-                        addr
-                    } else {
-                        VirtAddr(addr.0.saturating_sub(1))
-                    };
-                    let offset = m.file_offset(lookup);
                     match &m.object {
                         Some(object) => {
                             per_object
@@ -287,9 +290,10 @@ impl Builder {
                         }
                         None => {
                             // Anonymous or special code (JIT, vdso): no file to read names from.
+                            // Shown at the address itself, as for files below.
                             symbolizer.stats.unknown += 1;
-                            self.locations[i].frames =
-                                unknown(&format!("{}+{:#x}", m.label, m.file_offset(addr).0));
+                            let raw = offset.0 + u64::from(!leaf);
+                            self.locations[i].frames = unknown(&format!("{}+{raw:#x}", m.label));
                         }
                     }
                 }
@@ -339,4 +343,70 @@ fn unknown(what: &str) -> Frames {
         file: None,
         line: None,
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{Mapping, ProcessInfo};
+
+    fn mapping(start: u64, end: u64, offset: u64, label: &str) -> Mapping {
+        Mapping {
+            start: VirtAddr(start),
+            end: VirtAddr(end),
+            offset: FileOffset(offset),
+            object: None,
+            label: label.into(),
+        }
+    }
+
+    fn meta() -> ProfileMeta {
+        ProfileMeta {
+            start: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_secs(1),
+            frequency: 99,
+            title: String::new(),
+            node_wide: false,
+        }
+    }
+
+    /// Frame-pointer walks of untrusted stacks yield any return address, including one at the
+    /// very start of a mapping: the call before it is in the mapping below, or nowhere.
+    #[test]
+    fn a_return_address_at_the_start_of_a_mapping_belongs_to_the_code_before_it() {
+        let pid = Pid(42);
+        let mut table = ProcessTable::default();
+        table.insert_for_test(ProcessInfo {
+            pid: Some(pid),
+            mappings: vec![
+                mapping(0x1000, 0x2000, 0, "a"),
+                mapping(0x2000, 0x3000, 0x1000, "b"),
+            ],
+            alive: true,
+            ..ProcessInfo::default()
+        });
+        let key = StackKey {
+            pid,
+            // Leaf first: in b; returns to the start of b (the call ended a); returns to the
+            // start of a (nothing mapped before it).
+            user: StackSide::Frames(vec![VirtAddr(0x2500), VirtAddr(0x2000), VirtAddr(0x1000)]),
+            kernel: StackSide::Absent,
+        };
+        let mut symbolizer = Symbolizer::new();
+        let profile = build(vec![(key, 1)], &table, &mut symbolizer, &meta());
+        let locations: Vec<&Location> = profile.samples[0]
+            .locations
+            .iter()
+            .map(|&i| &profile.locations[i])
+            .collect();
+        let label = |l: &Location| l.mapping.map(|m| profile.mappings[m].path.clone());
+        let name = |l: &Location| l.frames[0].function.to_string();
+        assert_eq!(label(locations[0]).as_deref(), Some("b"));
+        assert_eq!(name(locations[0]), "[unknown] b+0x1500");
+        assert_eq!(label(locations[1]).as_deref(), Some("a"));
+        assert_eq!(name(locations[1]), "[unknown] a+0x1000");
+        assert_eq!(label(locations[2]), None);
+        assert_eq!(name(locations[2]), "[unknown] 0x1000");
+        assert_eq!(symbolizer.stats.unknown, 3);
+    }
 }

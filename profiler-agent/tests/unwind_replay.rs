@@ -176,11 +176,13 @@ impl Target {
         for (i, pc) in frames.iter().enumerate() {
             // Return addresses point after the call: name the call instruction.
             let addr = if i == 0 { *pc } else { pc.wrapping_sub(1) };
-            let Some(mapping) = info.mapping(VirtAddr(addr)) else {
+            let Some((mapping, offset)) = info
+                .mapping(VirtAddr(addr))
+                .and_then(|m| Some((m, m.file_offset(VirtAddr(addr))?)))
+            else {
                 names.push(format!("[{pc:#x}]"));
                 continue;
             };
-            let offset = mapping.file_offset(VirtAddr(addr));
             let functions = match &mapping.object {
                 Some(object) => self.symbolizer.user(object, &[offset]).remove(0),
                 None => Default::default(),
