@@ -151,6 +151,23 @@ pub struct Config {
     pub exclude_comm: Option<regex::Regex>,
 }
 
+/// Which processes to profile, by name (comm).
+#[derive(Clone, Debug, Default)]
+pub struct CommFilter {
+    pub include: Option<regex::Regex>,
+    pub exclude: Option<regex::Regex>,
+}
+
+impl CommFilter {
+    pub fn wants(&self, comm: &str) -> bool {
+        comm_wanted(self.include.as_ref(), self.exclude.as_ref(), comm)
+    }
+}
+
+fn comm_wanted(include: Option<&regex::Regex>, exclude: Option<&regex::Regex>, comm: &str) -> bool {
+    include.is_none_or(|re| re.is_match(comm)) && !exclude.is_some_and(|re| re.is_match(comm))
+}
+
 /// Continuous exporters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExporterKind {
@@ -212,15 +229,15 @@ impl Config {
 
     /// Whether `--include-comm` / `--exclude-comm` let a process with this name through.
     pub fn wants(&self, comm: &str) -> bool {
-        let included = self
-            .include_comm
-            .as_ref()
-            .is_none_or(|re| re.is_match(comm));
-        let excluded = self
-            .exclude_comm
-            .as_ref()
-            .is_some_and(|re| re.is_match(comm));
-        included && !excluded
+        comm_wanted(self.include_comm.as_ref(), self.exclude_comm.as_ref(), comm)
+    }
+
+    /// `--include-comm` / `--exclude-comm`, for the stages that apply them.
+    pub fn comm_filter(&self) -> CommFilter {
+        CommFilter {
+            include: self.include_comm.clone(),
+            exclude: self.exclude_comm.clone(),
+        }
     }
 
     /// What the sampler is asked to do.

@@ -95,6 +95,8 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         duration: cfg.duration,
         drain_interval: cfg.drain_interval,
         progress: !cfg.quiet && std::io::stderr().is_terminal(),
+        filter: cfg.comm_filter(),
+        revalidate_interval: record::REVALIDATE_INTERVAL,
     };
     let title = title(cfg, &processes);
     let Recording {

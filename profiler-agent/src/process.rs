@@ -141,6 +141,8 @@ pub struct ProcessTable {
     /// Files let go of to stay within bounds, handed out by the next `forget_exited` so the
     /// symbolizer can release what it cached for them.
     released: Vec<Arc<ObjectFile>>,
+    /// Processes marked exited since the last [`ProcessTable::take_exited`].
+    exited: Vec<Pid>,
 }
 
 impl ProcessTable {
@@ -289,9 +291,22 @@ impl ProcessTable {
     }
 
     fn mark_exited(&mut self, pid: Pid) {
-        if let Some(info) = self.processes.get_mut(&pid) {
+        if let Some(info) = self.processes.get_mut(&pid)
+            && info.alive
+        {
             info.alive = false;
+            self.exited.push(pid);
         }
+    }
+
+    /// Processes found exited since the last call. They stay in the table, mappings and all,
+    /// for their samples to symbolize; what only serves live processes (unwind tables in the
+    /// kernel, the announced set) can go.
+    pub fn take_exited(&mut self) -> Vec<Pid> {
+        let mut exited = std::mem::take(&mut self.exited);
+        // Exited and then seen again: a new process under a reused pid.
+        exited.retain(|pid| self.processes.get(pid).is_some_and(|p| !p.alive));
+        exited
     }
 
     /// Forgets processes that have exited (after their last samples were symbolized). Returns
@@ -306,6 +321,8 @@ impl ProcessTable {
         for pid in &pids {
             self.processes.remove(pid);
         }
+        // Forgotten altogether: the caller forgets them everywhere else too.
+        self.exited.clear();
         self.release_unused();
         Forgotten {
             pids,

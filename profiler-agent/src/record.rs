@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::aggregate::Aggregator;
+use crate::config::CommFilter;
 use crate::process::{self, ProcessTable};
 use crate::source::{RawBatch, SampleSource, SamplerStats, SourceError};
 use crate::types::Pid;
@@ -17,7 +18,15 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     pub drain_interval: Duration,
     pub progress: bool,
+    /// Processes whose unwind tables are loaded (`--include-comm` / `--exclude-comm`).
+    pub filter: CommFilter,
+    /// How often every live process is checked for an exit (or an exec): exited ones leave the
+    /// kernel's unwinder and the announced set, so new processes take their slots.
+    pub revalidate_interval: Duration,
 }
+
+/// [`RecordOptions::revalidate_interval`] of a run, as continuous mode's export window.
+pub const REVALIDATE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why sampling stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,13 +65,19 @@ pub async fn record(
         .map(|d| tokio::time::Instant::from_std(began + d));
     // Newly seen processes are read at once, so short-lived ones still symbolize.
     let mut announcements = tokio::time::interval(Duration::from_millis(20));
+    let mut revalidation = tokio::time::interval(opts.revalidate_interval);
+    revalidation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = loop {
         tokio::select! {
             _ = announcements.tick() => {
                 for pid in source.new_processes() {
-                    refresh(source, &mut processes, pid);
+                    refresh(source, &mut processes, pid, &opts.filter);
                 }
                 source.retry_tables(&processes);
+                continue;
+            }
+            _ = revalidation.tick() => {
+                revalidate(source, &mut processes, &opts.filter);
                 continue;
             }
             _ = ticker.tick() => {}
@@ -71,7 +86,7 @@ pub async fn record(
             _ = recv(&mut sigterm) => break StopReason::Signal,
         }
         let batch = source.drain()?;
-        refresh_sampled(source, &mut processes, &batch, opts.target);
+        refresh_sampled(source, &mut processes, &batch, opts);
         aggregator.add(batch);
         if let Some(bar) = &bar {
             bar.set_position(
@@ -91,7 +106,7 @@ pub async fn record(
     // What was counted since the last tick; stopping first makes the kernel's counters final.
     source.stop();
     let batch = source.drain()?;
-    refresh_sampled(source, &mut processes, &batch, opts.target);
+    refresh_sampled(source, &mut processes, &batch, opts);
     aggregator.add(batch);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -112,23 +127,59 @@ fn refresh_sampled(
     source: &mut dyn SampleSource,
     processes: &mut ProcessTable,
     batch: &RawBatch,
-    target: Option<Pid>,
+    opts: &RecordOptions,
 ) {
-    let pids: BTreeSet<Pid> = batch.samples.iter().map(|s| s.pid).chain(target).collect();
+    let pids: BTreeSet<Pid> = batch
+        .samples
+        .iter()
+        .map(|s| s.pid)
+        .chain(opts.target)
+        .collect();
     for pid in pids {
         if processes.get(pid).is_none_or(|p| p.alive) {
             // A process that exited between the sample and now keeps its last mappings.
-            refresh(source, processes, pid);
+            refresh(source, processes, pid, &opts.filter);
         }
+    }
+    forget_exited(source, processes);
+}
+
+/// Re-reads a process's mappings and lets the source load the unwind tables they need (for the
+/// processes the filters let through: the others' samples are dropped before the profile).
+fn refresh(
+    source: &mut dyn SampleSource,
+    processes: &mut ProcessTable,
+    pid: Pid,
+    filter: &CommFilter,
+) {
+    if processes.refresh(pid).is_ok()
+        && let Some(info) = processes.get(pid)
+        && filter.wants(&info.comm)
+    {
+        source.update_process(info);
     }
 }
 
-/// Re-reads a process's mappings and lets the source load the unwind tables they need.
-pub fn refresh(source: &mut dyn SampleSource, processes: &mut ProcessTable, pid: Pid) {
-    if processes.refresh(pid).is_ok()
-        && let Some(info) = processes.get(pid)
-    {
-        source.update_process(info);
+/// Notices quiet processes' exits (and programs executed in place) the way continuous mode
+/// does once per window: without it, a long node-wide run keeps every process it ever saw in
+/// the kernel's unwinder (1,024 slots) and announced set.
+fn revalidate(source: &mut dyn SampleSource, processes: &mut ProcessTable, filter: &CommFilter) {
+    for pid in processes.revalidate() {
+        if let Some(info) = processes.get(pid)
+            && filter.wants(&info.comm)
+        {
+            source.update_process(info);
+        }
+    }
+    forget_exited(source, processes);
+}
+
+/// Exited processes leave the source (their unwind-table slot, the announced set); their
+/// mappings stay in the table for symbolizing at the end.
+fn forget_exited(source: &mut dyn SampleSource, processes: &mut ProcessTable) {
+    let exited = processes.take_exited();
+    if !exited.is_empty() {
+        source.forget(&exited);
     }
 }
 
@@ -183,4 +234,117 @@ fn progress_bar(opts: &RecordOptions) -> Option<ProgressBar> {
     };
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::process::{Child, Command};
+
+    use super::*;
+    use crate::source::{RawSample, StackSide};
+
+    /// A source whose samples come from real processes: ours, and a child it kills after a few
+    /// drains. It records what the loop asks of it.
+    struct FakeSource {
+        child: Child,
+        drains: u32,
+        updated: HashSet<Pid>,
+        forgotten: HashSet<Pid>,
+    }
+
+    impl FakeSource {
+        fn new() -> Self {
+            Self {
+                child: Command::new("sleep").arg("30").spawn().unwrap(),
+                drains: 0,
+                updated: HashSet::new(),
+                forgotten: HashSet::new(),
+            }
+        }
+        fn child(&self) -> Pid {
+            Pid(self.child.id())
+        }
+    }
+
+    impl Drop for FakeSource {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl SampleSource for FakeSource {
+        fn drain(&mut self) -> Result<RawBatch, SourceError> {
+            self.drains += 1;
+            let sample = |pid| RawSample {
+                pid,
+                user: StackSide::Frames(vec![]),
+                kernel: StackSide::Absent,
+                count: 1,
+            };
+            let mut samples = vec![sample(Pid(std::process::id()))];
+            if self.drains <= 3 {
+                samples.push(sample(self.child()));
+            } else if self.drains == 4 {
+                self.child.kill().unwrap();
+                self.child.wait().unwrap();
+            }
+            Ok(RawBatch { samples })
+        }
+        fn forget(&mut self, pids: &[Pid]) {
+            self.forgotten.extend(pids);
+        }
+        fn update_process(&mut self, process: &crate::process::ProcessInfo) {
+            self.updated.extend(process.pid);
+        }
+        fn stop(&mut self) {}
+        fn stats(&self) -> Result<SamplerStats, SourceError> {
+            Ok(SamplerStats::default())
+        }
+    }
+
+    fn options(filter: CommFilter) -> RecordOptions {
+        RecordOptions {
+            target: None,
+            duration: Some(Duration::from_millis(600)),
+            drain_interval: Duration::from_millis(20),
+            progress: false,
+            filter,
+            revalidate_interval: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn node_wide_local_runs_forget_processes_that_exited() {
+        let mut source = FakeSource::new();
+        let child = source.child();
+        let recording = record(
+            &mut source,
+            ProcessTable::default(),
+            &options(CommFilter::default()),
+        )
+        .await
+        .unwrap();
+        assert!(source.updated.contains(&child));
+        assert!(source.forgotten.contains(&child), "{:?}", source.forgotten);
+        assert!(!source.forgotten.contains(&Pid(std::process::id())));
+        // Still there to symbolize its samples at the end.
+        assert!(recording.processes.get(child).is_some_and(|p| !p.alive));
+    }
+
+    #[tokio::test]
+    async fn processes_the_comm_filters_exclude_get_no_unwind_tables() {
+        let mut source = FakeSource::new();
+        let child = source.child();
+        let filter = CommFilter {
+            include: None,
+            exclude: Some(regex::Regex::new("^sleep$").unwrap()),
+        };
+        record(&mut source, ProcessTable::default(), &options(filter))
+            .await
+            .unwrap();
+        assert!(source.updated.contains(&Pid(std::process::id())));
+        assert!(!source.updated.contains(&child), "{:?}", source.updated);
+    }
 }
