@@ -131,6 +131,8 @@ pub struct BpfSampler {
     generation: usize,
 }
 
+/// Whether an error comes from a system call refused for lack of privilege: an `EPERM` or
+/// `EACCES` anywhere in its chain of causes (aya keeps the `io::Error` of every failed call).
 fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
@@ -144,10 +146,6 @@ fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
         {
-            return true;
-        }
-        let text = e.to_string();
-        if text.contains("Operation not permitted") || text.contains("Permission denied") {
             return true;
         }
         cur = e.source();
@@ -586,6 +584,37 @@ fn resolve_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error that only says it in words.
+    #[derive(Debug)]
+    struct Worded(&'static str);
+    impl std::fmt::Display for Worded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Worded {}
+
+    #[test]
+    fn permission_errors_are_told_by_errno_not_by_message() {
+        let syscall = |errno| {
+            aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_create",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        assert!(is_permission(&syscall(libc::EPERM)));
+        assert!(is_permission(&syscall(libc::EACCES)));
+        assert!(!is_permission(&syscall(libc::EINVAL)));
+        let created = aya::maps::MapError::CreateError {
+            name: "COUNTS_0".into(),
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(is_permission(&aya::EbpfError::MapError(created)));
+        // Words are not an errno: a message that merely mentions a permission is something else.
+        assert!(!is_permission(&Worded("Operation not permitted")));
+        assert!(!is_permission(&Worded("map `Permission denied` missing")));
+    }
 
     #[test]
     fn unwound_stack_map_scales_with_the_node() {
