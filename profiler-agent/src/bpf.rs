@@ -366,11 +366,11 @@ impl BpfSampler {
                 .sum();
             if count > 0 {
                 let user = if key.user_stack_id == UNWOUND_STACK_ID {
-                    unwound
-                        .get(&key.unwound_stack)
-                        .map_or(StackSide::Lost(StackLoss::Error(libc::ENOENT)), |f| {
-                            StackSide::Frames(f.clone())
-                        })
+                    match unwound.get(&key.unwound_stack) {
+                        Some(Ok(frames)) => StackSide::Frames(frames.clone()),
+                        Some(Err(loss)) => StackSide::Lost(*loss),
+                        None => StackSide::Lost(StackLoss::MapRead(libc::ENOENT)),
+                    }
                 } else {
                     resolve_stack(stacks, &mut frames, key.user_stack_id)
                 };
@@ -511,11 +511,12 @@ fn load_unwinder(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     Ok(())
 }
 
-/// Reads and clears one generation's table-unwound stacks.
+/// Reads and clears one generation's table-unwound stacks; a stack that could not be read keeps
+/// the reason.
 fn drain_unwound(
     map: &mut BpfHashMap<MapData, u64, UnwoundStack>,
     generation: usize,
-) -> Result<HashMap<u64, Vec<VirtAddr>>, BpfError> {
+) -> Result<HashMap<u64, Result<Vec<VirtAddr>, StackLoss>>, BpfError> {
     let name = names::UNWOUND_STACKS[generation];
     let keys: Vec<u64> = map
         .keys()
@@ -523,13 +524,14 @@ fn drain_unwound(
         .map_err(|e| map_error(name, e))?;
     let mut stacks = HashMap::with_capacity(keys.len());
     for key in keys {
-        if let Ok(stack) = map.get(&key, 0) {
-            let len = (stack.len as usize).min(stack.frames.len());
-            stacks.insert(
-                key,
-                stack.frames[..len].iter().map(|&f| VirtAddr(f)).collect(),
-            );
-        }
+        let frames = map
+            .get(&key, 0)
+            .map(|stack| {
+                let len = (stack.len as usize).min(stack.frames.len());
+                stack.frames[..len].iter().map(|&f| VirtAddr(f)).collect()
+            })
+            .map_err(|e| map_read_loss(&e));
+        stacks.insert(key, frames);
         let _ = map.remove(&key);
     }
     Ok(stacks)
@@ -556,6 +558,40 @@ fn map_error(map: &'static str, err: impl std::error::Error) -> BpfError {
     }
 }
 
+/// Why a recorded stack could not be read from its map, with the errno of the failed call
+/// (`ENOENT` for a missing entry, `EINVAL` for a mismatch of sizes that involves no call). The
+/// first such failure is logged with its whole chain of causes; the rest show in the profile as
+/// `[stack lost: map read error N]`.
+fn map_read_loss(err: &aya::maps::MapError) -> StackLoss {
+    use aya::maps::MapError;
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let errno = match err {
+        MapError::KeyNotFound | MapError::ElementNotFound => libc::ENOENT,
+        other => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(other);
+            let mut errno = libc::EINVAL;
+            while let Some(e) = cur {
+                if let Some(code) = e
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::raw_os_error)
+                {
+                    errno = code;
+                    break;
+                }
+                cur = e.source();
+            }
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "reading a stack from its eBPF map failed (counted as a lost stack): {}",
+                    error_chain(err)
+                );
+            }
+            errno
+        }
+    };
+    StackLoss::MapRead(errno)
+}
+
 fn resolve_stack(
     stacks: &StackTraceMap<MapData>,
     cache: &mut HashMap<i32, Vec<VirtAddr>>,
@@ -577,7 +613,7 @@ fn resolve_stack(
             cache.insert(id, frames.clone());
             StackSide::Frames(frames)
         }
-        Err(_) => StackSide::Lost(StackLoss::Error(libc::ENOENT)),
+        Err(e) => StackSide::Lost(map_read_loss(&e)),
     }
 }
 
@@ -614,6 +650,25 @@ mod tests {
         // Words are not an errno: a message that merely mentions a permission is something else.
         assert!(!is_permission(&Worded("Operation not permitted")));
         assert!(!is_permission(&Worded("map `Permission denied` missing")));
+    }
+
+    #[test]
+    fn a_failed_map_read_keeps_its_errno() {
+        use aya::maps::MapError;
+        assert_eq!(
+            map_read_loss(&MapError::KeyNotFound),
+            StackLoss::MapRead(libc::ENOENT)
+        );
+        let failed = MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EFAULT),
+        });
+        assert_eq!(map_read_loss(&failed), StackLoss::MapRead(libc::EFAULT));
+        let wrong = MapError::InvalidValueSize {
+            size: 1,
+            expected: 2,
+        };
+        assert_eq!(map_read_loss(&wrong), StackLoss::MapRead(libc::EINVAL));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum StackLoss {
     Collision,
     /// Any other `bpf_get_stackid` error (the errno).
     Error(i32),
+    /// The stack was recorded, but reading it from its map failed (the errno; `ENOENT`: the
+    /// entry was missing).
+    MapRead(i32),
 }
 
 impl StackLoss {
@@ -45,6 +48,7 @@ impl StackLoss {
         match self {
             StackLoss::Collision => "[stack lost: map collision]".into(),
             StackLoss::Error(errno) => format!("[stack lost: error {errno}]"),
+            StackLoss::MapRead(errno) => format!("[stack lost: map read error {errno}]"),
         }
     }
 }
