@@ -143,6 +143,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         stats,
         aggregator_dropped: dropped,
         symbolizer: symbolizer.stats,
+        symbolizer_error: symbolizer.last_error().map(str::to_owned),
         unknown_objects: processes.object_errors,
         denied_objects: processes.object_denied,
         expected_samples: expected(cfg, elapsed),

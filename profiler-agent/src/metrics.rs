@@ -121,7 +121,7 @@ impl Metrics {
         let symbolizer = Family::<Labels, Counter>::default();
         registry.register(
             "symbolizer_lookups",
-            "Symbolizer cache lookups, by result",
+            "Symbolizer cache lookups, by result (unknown: unresolved; error: of those, in files that could not be read)",
             symbolizer.clone(),
         );
         let processes_tracked = Gauge::default();
@@ -181,7 +181,7 @@ impl Metrics {
         for result in ["success", "failure", "rejected"] {
             let _ = export_requests.get_or_create(&vec![("result", result)]);
         }
-        for result in ["hit", "miss", "unknown"] {
+        for result in ["hit", "miss", "unknown", "error"] {
             let _ = symbolizer.get_or_create(&vec![("result", result)]);
         }
         Self {
@@ -250,6 +250,7 @@ impl Metrics {
             ("hit", stats.cache_hits, last.cache_hits),
             ("miss", stats.cache_misses, last.cache_misses),
             ("unknown", stats.unknown, last.unknown),
+            ("error", stats.errors, last.errors),
         ] {
             self.symbolizer
                 .get_or_create(&vec![("result", result)])

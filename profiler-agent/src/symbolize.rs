@@ -33,7 +33,11 @@ pub type Frames = Arc<[Frame]>;
 pub struct SymbolizerStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Addresses left unresolved, whatever the reason.
     pub unknown: u64,
+    /// Of those, addresses in files blazesym failed to read (not an ELF file, corrupt,
+    /// truncated): see [`Symbolizer::last_error`].
+    pub errors: u64,
 }
 
 pub struct Symbolizer {
@@ -46,6 +50,9 @@ pub struct Symbolizer {
     parsed: HashMap<ObjectKey, std::path::PathBuf>,
     user_cache: HashMap<(ObjectKey, FileOffset), Frames>,
     kernel_cache: HashMap<VirtAddr, Frames>,
+    /// Files blazesym failed to read (their cached empty results count as errors).
+    failed: std::collections::HashSet<ObjectKey>,
+    last_error: Option<String>,
     pub stats: SymbolizerStats,
 }
 
@@ -71,8 +78,15 @@ impl Symbolizer {
             parsed: HashMap::new(),
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
+            failed: std::collections::HashSet::new(),
+            last_error: None,
             stats: SymbolizerStats::default(),
         }
+    }
+
+    /// The last error blazesym reported for a file, with the file's path.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     fn make_room(&mut self, incoming: usize) {
@@ -113,6 +127,14 @@ impl Symbolizer {
                 .or_insert_with(|| object.open_path.clone());
             let src = Source::Elf(Elf::new(&object.open_path));
             let results = self.blaze.symbolize(&src, Input::FileOffset(&raw));
+            if let Err(e) = &results {
+                let error = format!("{}: {e:#}", object.path.display());
+                // Once per file: the count says how many addresses it cost.
+                if self.failed.insert(object.key) {
+                    tracing::warn!("cannot symbolize {error}");
+                }
+                self.last_error = Some(error);
+            }
             for (n, (i, off)) in todo.into_iter().enumerate() {
                 let frames = match &results {
                     Ok(syms) => to_frames(syms.get(n), &mut self.names),
@@ -123,11 +145,13 @@ impl Symbolizer {
                 out[i] = Some(frames);
             }
         }
+        let failed = self.failed.contains(&object.key);
         out.into_iter()
             .map(|f| {
-                let f = f.expect("every slot filled");
+                let f = f.unwrap_or_else(|| Frames::from([]));
                 if f.is_empty() {
                     self.stats.unknown += 1;
+                    self.stats.errors += u64::from(failed);
                 }
                 f
             })
@@ -143,6 +167,7 @@ impl Symbolizer {
         let keys: std::collections::HashSet<ObjectKey> = objects.iter().map(|o| o.key).collect();
         self.user_cache.retain(|(key, _), _| !keys.contains(key));
         self.parsed.retain(|key, _| !keys.contains(key));
+        self.failed.retain(|key| !keys.contains(key));
         for object in objects {
             // Eviction is best effort and cannot fail for a path it never cached.
             let _ = self
@@ -352,6 +377,37 @@ garbage line
         let b = intern(&mut names, "main");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_file_blazesym_cannot_read_is_an_error_with_its_cause_not_just_unknown() {
+        use crate::process::ProcessTable;
+        use crate::types::Pid;
+        let mut bytes = b"\x7fELF not really".to_vec();
+        bytes.resize(8192, 0xee);
+        let file = crate::elf::tests::write_temp(&bytes);
+        // SAFETY: a private temporary file, mapped the way a loader maps code.
+        let map = unsafe { memmap2::MmapOptions::new().map_exec(file.as_file()) }.unwrap();
+        let mut table = ProcessTable::default();
+        let me = Pid(std::process::id());
+        table.refresh(me).unwrap();
+        let object = table
+            .get(me)
+            .and_then(|p| p.mapping(VirtAddr(map.as_ptr() as u64)))
+            .and_then(|m| m.object.clone())
+            .expect("the file is mapped");
+        let mut s = Symbolizer::new();
+        let frames = s.user(&object, &[FileOffset(0x10), FileOffset(0x20)]);
+        assert!(frames.iter().all(|f| f.is_empty()));
+        assert_eq!((s.stats.unknown, s.stats.errors), (2, 2));
+        let error = s.last_error().expect("the cause is kept");
+        assert!(
+            error.contains(&object.path.display().to_string()),
+            "{error}"
+        );
+        // Cached results of a failed file stay errors, not plain unknowns.
+        s.user(&object, &[FileOffset(0x10)]);
+        assert_eq!((s.stats.unknown, s.stats.errors), (3, 3));
     }
 
     #[test]

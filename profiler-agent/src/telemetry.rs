@@ -15,6 +15,8 @@ pub struct Report {
     /// Samples the aggregator dropped at its stack bound.
     pub aggregator_dropped: u64,
     pub symbolizer: SymbolizerStats,
+    /// The last error the symbolizer met reading a file (with its path).
+    pub symbolizer_error: Option<String>,
     /// Mapped files that could not be opened for symbolization.
     pub unknown_objects: u64,
     /// Of those, refused for lack of privilege.
@@ -49,6 +51,14 @@ impl fmt::Display for Report {
         )?;
         if self.denied_objects > 0 {
             write!(f, "\nwarning: {}", denied_warning(self.denied_objects))?;
+        }
+        if self.symbolizer.errors > 0 {
+            write!(
+                f,
+                "\nwarning: {} of the unresolved addresses are in files that could not be read; last error: {}",
+                self.symbolizer.errors,
+                self.symbolizer_error.as_deref().unwrap_or("unknown")
+            )?;
         }
         if let Some((runs, time)) = self.bpf_runs
             && runs > 0
