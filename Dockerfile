@@ -8,9 +8,17 @@
 # runs: no per-architecture edits, and no emulated compiler. Only the final `--version` smoke step
 # runs on the target architecture (under QEMU when it differs from the build machine).
 
-ARG DEBIAN_RELEASE=bookworm
+# The base images are build arguments, official images by default: a site with its own mirror,
+# or a machine that makes its base images itself (the image command's `--base local`, see
+# docs/image.md), passes others.
+# The builder must be a Debian bookworm with rustup's cargo (what `rust:1-bookworm` is) and the
+# runtime the same Debian release (glibc), see below.
+ARG BUILDER_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+# checkov reads `FROM ${BUILDER_IMAGE}` as an untagged image; both defaults above carry a tag.
+#checkov:skip=CKV_DOCKER_7:the base images are build arguments whose defaults are tagged (rust:1-bookworm, debian:bookworm-slim)
 
-FROM --platform=$BUILDPLATFORM rust:1-${DEBIAN_RELEASE} AS builder
+FROM --platform=$BUILDPLATFORM ${BUILDER_IMAGE} AS builder
 ARG TARGETARCH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
@@ -22,26 +30,38 @@ RUN case "${TARGETARCH}" in \
       *) echo "unsupported TARGETARCH=${TARGETARCH}" >&2; exit 1 ;; \
     esac > /rust-target
 
-# The whole workspace (.dockerignore keeps out charts, docs, git and build output): `cargo xtask`
-# builds xtask from the workspace, so every member's manifest must be there.
-COPY . .
-
-# Toolchain: Debian's rustc-web/rust-web-src and LLVM, bpf-linker, and for arm64 the multiarch std
-# and the aarch64 linker. The same command a developer or CI runs.
+# Toolchain: Debian's rustc-web/rust-web-src and LLVM, bpf-linker, and the cross linker and std
+# when the target is not the build machine's own architecture (`setup` knows which). The same
+# command a developer or CI runs. Only xtask and the manifests are copied for it, so that editing
+# the agent does not reinstall LLVM and rebuild bpf-linker: `cargo xtask` loads the whole
+# workspace, so the other members get empty sources for this step only.
+COPY Cargo.toml Cargo.lock ./
+COPY .cargo/ .cargo/
+COPY xtask/ xtask/
+COPY profiler-common/Cargo.toml profiler-common/
+COPY profiler-agent/Cargo.toml profiler-agent/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
-    cargo xtask setup --target "$(cat /rust-target)"
+    --mount=type=cache,target=/src/target,id=kalypso-target-${TARGETARCH} \
+    mkdir -p profiler-common/src profiler-agent/src \
+ && touch profiler-common/src/lib.rs profiler-agent/src/lib.rs profiler-agent/src/main.rs \
+ && cargo xtask setup --target "$(cat /rust-target)" \
+ && rm -r profiler-common/src profiler-agent/src
+
+# The whole workspace (.dockerignore keeps out charts, docs, git and build output).
+COPY . .
 
 # The BPF object (byte-identical for both architectures while it reads no pt_regs), then the
 # agent for the target, which embeds the object.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,id=kalypso-target-${TARGETARCH} \
+    --mount=type=cache,target=/src/profiler-ebpf/target,id=kalypso-ebpf-target \
     cargo xtask build-ebpf \
  && cargo xtask build --release --target "$(cat /rust-target)" \
  && install -D -m 0755 "target/$(cat /rust-target)/release/profiler-agent" /out/profiler-agent
 
 # glibc of the builder (bookworm) = glibc of the runtime image (bookworm): the cross-linked binary
 # needs nothing else than libc and libgcc_s, both in -slim.
-FROM debian:${DEBIAN_RELEASE}-slim
+FROM ${RUNTIME_IMAGE}
 ARG VERSION=dev
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="kalypso profiler-agent" \

@@ -3,6 +3,7 @@ mod bench;
 mod build;
 mod ebpf;
 mod fuzz;
+mod image;
 mod setup;
 mod test;
 mod vm;
@@ -35,6 +36,10 @@ enum Command {
     VmTest(vm::Options),
     /// Run the performance and accuracy benchmarks (docs/benchmarks.md); needs root.
     Bench(bench::Options),
+    /// Build the container image with docker buildx, podman or buildah (docs/image.md).
+    Image(image::Options),
+    /// Build the image and run it as the rendered DaemonSet specifies, under podman (docs/image.md).
+    ImageTest(image::e2e::Options),
 }
 
 fn main() -> Result<()> {
@@ -47,6 +52,8 @@ fn main() -> Result<()> {
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Image(opts) => image::run(&opts),
+        Command::ImageTest(opts) => image::e2e::run(&opts),
     }
 }
 
