@@ -29,9 +29,8 @@ const FLIP_GRACE: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
-    #[error(
-        "not permitted to load the eBPF sampler: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep profiler-agent`)"
-    )]
+    /// EPERM/EACCES: missing capabilities, or a seccomp filter when they are there.
+    #[error("{}", crate::seccomp::permission_advice())]
     Permission,
     #[error("the kernel rejected the eBPF sampler: {0}")]
     Load(String),

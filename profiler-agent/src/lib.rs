@@ -15,6 +15,7 @@ pub mod process;
 pub mod profile;
 pub mod record;
 pub mod resource;
+pub mod seccomp;
 pub mod sigbus;
 pub mod source;
 pub mod symbolize;
