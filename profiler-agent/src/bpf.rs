@@ -13,7 +13,8 @@ use aya::programs::perf_event::{
 use aya::{Ebpf, EbpfLoader};
 use profiler_common::unwind::{PageExtent, PageKey, ProcessMappings, arch};
 use profiler_common::{
-    Control, RowChunk, SampleKey, Stat, UNWOUND_STACK_ID, UnwoundStack, errno, names,
+    Control, NO_KERNEL_STACK, RowChunk, SampleKey, Stat, UNWOUND_STACK_ID, UnwoundStack, errno,
+    names,
 };
 
 use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
@@ -371,9 +372,9 @@ impl BpfSampler {
                         None => StackSide::Lost(StackLoss::MapRead(libc::ENOENT)),
                     }
                 } else {
-                    resolve_stack(stacks, &mut frames, key.user_stack_id)
+                    resolve_stack(stacks, &mut frames, key.user_stack_id, Side::User)
                 };
-                let kernel = resolve_stack(stacks, &mut frames, key.kernel_stack_id);
+                let kernel = resolve_stack(stacks, &mut frames, key.kernel_stack_id, Side::Kernel);
                 samples.push(RawSample {
                     pid: Pid(key.tgid),
                     user,
@@ -591,17 +592,35 @@ fn map_read_loss(err: &aya::maps::MapError) -> StackLoss {
     StackLoss::MapRead(errno)
 }
 
+/// Which stack of a sample an id is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    User,
+    Kernel,
+}
+
+/// What a negative stack id says. A user-mode sample has no kernel stack ([`NO_KERNEL_STACK`]),
+/// and a kernel thread no user stack (`-EFAULT` for the user side): both are normal. A kernel
+/// stack that faulted in kernel mode is lost.
+fn missing_stack(id: i32, side: Side) -> StackSide {
+    if id == NO_KERNEL_STACK {
+        return StackSide::Absent;
+    }
+    match (id.unsigned_abs() as i32, side) {
+        (errno::EFAULT, Side::User) => StackSide::Absent,
+        (errno::EEXIST, _) => StackSide::Lost(StackLoss::Collision),
+        (other, _) => StackSide::Lost(StackLoss::Error(other)),
+    }
+}
+
 fn resolve_stack(
     stacks: &StackTraceMap<MapData>,
     cache: &mut HashMap<i32, Vec<VirtAddr>>,
     id: i32,
+    side: Side,
 ) -> StackSide {
     if id < 0 {
-        return match -id {
-            errno::EFAULT => StackSide::Absent,
-            errno::EEXIST => StackSide::Lost(StackLoss::Collision),
-            other => StackSide::Lost(StackLoss::Error(other)),
-        };
+        return missing_stack(id, side);
     }
     if let Some(frames) = cache.get(&id) {
         return StackSide::Frames(frames.clone());
@@ -668,6 +687,27 @@ mod tests {
             expected: 2,
         };
         assert_eq!(map_read_loss(&wrong), StackLoss::MapRead(libc::EINVAL));
+    }
+
+    #[test]
+    fn a_kernel_stack_that_faulted_in_kernel_mode_is_lost_not_absent() {
+        assert_eq!(
+            missing_stack(NO_KERNEL_STACK, Side::Kernel),
+            StackSide::Absent
+        );
+        assert_eq!(
+            missing_stack(-errno::EFAULT, Side::Kernel),
+            StackSide::Lost(StackLoss::Error(errno::EFAULT))
+        );
+        assert_eq!(missing_stack(-errno::EFAULT, Side::User), StackSide::Absent);
+        assert_eq!(
+            missing_stack(-errno::EEXIST, Side::User),
+            StackSide::Lost(StackLoss::Collision)
+        );
+        assert_eq!(
+            missing_stack(-errno::ENOMEM, Side::User),
+            StackSide::Lost(StackLoss::Error(errno::ENOMEM))
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl fmt::Display for Report {
         let s = &self.stats;
         write!(
             f,
-            "kernel: {} ticks, {} idle, {} other processes, {} counted; stack errors: {} user collisions, {} user other, {} kernel collisions, {} kernel other; {} lost (count map full), {} lost (aggregation bound); {} addresses unresolved, {} files unreadable",
+            "kernel: {} ticks, {} idle, {} other processes, {} counted; stack errors: {} user collisions, {} user other, {} kernel collisions, {} kernel faults, {} kernel other; {} lost (count map full), {} lost (aggregation bound); {} addresses unresolved, {} files unreadable",
             s.get(Stat::Ticks),
             s.get(Stat::Idle),
             s.get(Stat::Filtered),
@@ -43,6 +43,7 @@ impl fmt::Display for Report {
             s.get(Stat::UserStackCollision),
             s.get(Stat::UserStackOther),
             s.get(Stat::KernelStackCollision),
+            s.get(Stat::KernelStackFault),
             s.get(Stat::KernelStackOther),
             s.get(Stat::CountMapFull),
             self.aggregator_dropped,
@@ -72,7 +73,7 @@ impl fmt::Display for Report {
         if let Some(t) = &self.tables {
             write!(
                 f,
-                "\nunwind: {} stacks by tables ({} complete, {} truncated, {} read faults, {} unsupported rules, {} no progress, {} failed tail calls, {} lost to a full map), {} frames by frame pointer; tables: {} loaded, {} evicted, {} without CFI or unreadable, {} too big",
+                "\nunwind: {} stacks by tables ({} complete, {} truncated, {} read faults, {} unsupported rules, {} no progress, {} failed tail calls, {} with unreadable registers, {} lost to a full map), {} frames by frame pointer; tables: {} loaded, {} evicted, {} without CFI or unreadable, {} too big",
                 s.get(Stat::UnwindStarted),
                 s.get(Stat::UnwindComplete),
                 s.get(Stat::UnwindTruncated),
@@ -80,6 +81,7 @@ impl fmt::Display for Report {
                 s.get(Stat::UnwindUnsupported),
                 s.get(Stat::UnwindNoProgress),
                 s.get(Stat::UnwindTailCallFailed),
+                s.get(Stat::UnwindRegsUnreadable),
                 s.get(Stat::UnwoundStackMapFull),
                 s.get(Stat::UnwindFramePointerFrames),
                 t.tables_loaded,

@@ -89,6 +89,7 @@ pub struct SampleKey {
     pub tgid: u32,
     /// Stack-map id, `-errno`, or [`UNWOUND_STACK_ID`].
     pub user_stack_id: i32,
+    /// Stack-map id, `-errno`, or [`NO_KERNEL_STACK`] (the sample interrupted user mode).
     pub kernel_stack_id: i32,
     pub _pad: u32,
     /// Key in `UNWOUND_STACKS_n` (a hash of the frames) when `user_stack_id` is
@@ -183,10 +184,16 @@ pub enum Stat {
     UnwindTailCallFailed = 21,
     /// The unwound-stack map was full: the sample counts with its user stack lost.
     UnwoundStackMapFull = 22,
+    /// The sample interrupted kernel mode but its kernel stack could not be walked (`-EFAULT`
+    /// from `bpf_get_stackid`): the sample counts with its kernel stack lost.
+    KernelStackFault = 23,
+    /// The table unwinder could not start: the task's saved user registers could not be read.
+    /// The user stack is walked by frame pointers instead.
+    UnwindRegsUnreadable = 24,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 25;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Ticks,
         Stat::Idle,
@@ -211,6 +218,8 @@ impl Stat {
         Stat::UnwindFramePointerFrames,
         Stat::UnwindTailCallFailed,
         Stat::UnwoundStackMapFull,
+        Stat::KernelStackFault,
+        Stat::UnwindRegsUnreadable,
     ];
 
     /// Stable snake_case name, used in summaries and metrics.
@@ -239,6 +248,8 @@ impl Stat {
             Stat::UnwindFramePointerFrames => "unwind_frame_pointer_frames",
             Stat::UnwindTailCallFailed => "unwind_tail_call_failed",
             Stat::UnwoundStackMapFull => "unwound_stack_map_full",
+            Stat::KernelStackFault => "kernel_stack_fault",
+            Stat::UnwindRegsUnreadable => "unwind_regs_unreadable",
         }
     }
 }
@@ -248,6 +259,67 @@ pub mod errno {
     pub const EFAULT: i32 = 14;
     pub const EEXIST: i32 = 17;
     pub const ENOMEM: i32 = 12;
+}
+
+/// `SampleKey::kernel_stack_id` of a sample that interrupted user mode: it has no kernel stack
+/// (normal, unlike a `-EFAULT` from walking a kernel stack).
+pub const NO_KERNEL_STACK: i32 = i32::MIN;
+
+/// A `bpf_get_stackid` result as a stack id (`-errno` when the stack is missing) and the
+/// [`Stat`] a missing stack counts under: `fault` for `EFAULT`, `collision` for `EEXIST`,
+/// `other` for the rest.
+#[inline(always)]
+pub fn stack_id(
+    result: Result<i64, i32>,
+    fault: Stat,
+    collision: Stat,
+    other: Stat,
+) -> (i32, Option<Stat>) {
+    match result {
+        Ok(id) => (id as i32, None),
+        Err(err) => {
+            let errno = -err;
+            let stat = if errno == errno::EFAULT {
+                fault
+            } else if errno == errno::EEXIST {
+                collision
+            } else {
+                other
+            };
+            (err, Some(stat))
+        }
+    }
+}
+
+/// The kernel-stack id of a sample and what it counts under. A sample that interrupted user
+/// mode has none ([`NO_KERNEL_STACK`], [`Stat::KernelStackUserMode`]) and `walk` is not called
+/// (it would cost a callchain buffer and fail); otherwise `walk`'s result, with a fault counted
+/// as [`Stat::KernelStackFault`].
+#[inline(always)]
+pub fn kernel_stack_id(
+    user_mode: bool,
+    walk: impl FnOnce() -> Result<i64, i32>,
+) -> (i32, Option<Stat>) {
+    if user_mode {
+        return (NO_KERNEL_STACK, Some(Stat::KernelStackUserMode));
+    }
+    stack_id(
+        walk(),
+        Stat::KernelStackFault,
+        Stat::KernelStackCollision,
+        Stat::KernelStackOther,
+    )
+}
+
+/// What a sample of a process with unwind tables counts when the table unwinder does not take
+/// it over (it is then walked by frame pointers): whether its user registers could be read.
+#[inline(always)]
+pub const fn unwind_fallback(regs_read: bool) -> Stat {
+    if regs_read {
+        Stat::UnwindTailCallFailed
+    } else {
+        Stat::UnwindRegsUnreadable
+    }
 }
 
 #[cfg(feature = "user")]
@@ -278,6 +350,28 @@ mod tests {
             UNWIND_CHUNK_BYTES as usize
         );
         assert_eq!(core::mem::size_of::<Control>(), 8);
+    }
+
+    #[test]
+    fn a_kernel_stack_fault_in_kernel_mode_is_not_the_user_mode_case() {
+        let (id, stat) = kernel_stack_id(false, || Err(-errno::EFAULT));
+        assert_eq!((id, stat), (-errno::EFAULT, Some(Stat::KernelStackFault)));
+        let (id, stat) = kernel_stack_id(true, || panic!("no walk for a user-mode sample"));
+        assert_eq!(
+            (id, stat),
+            (NO_KERNEL_STACK, Some(Stat::KernelStackUserMode))
+        );
+        assert_eq!(kernel_stack_id(false, || Ok(7)), (7, None));
+        assert_eq!(
+            kernel_stack_id(false, || Err(-errno::EEXIST)),
+            (-errno::EEXIST, Some(Stat::KernelStackCollision))
+        );
+    }
+
+    #[test]
+    fn a_failed_register_read_is_not_a_failed_tail_call() {
+        assert_eq!(unwind_fallback(false), Stat::UnwindRegsUnreadable);
+        assert_eq!(unwind_fallback(true), Stat::UnwindTailCallFailed);
     }
 
     #[test]

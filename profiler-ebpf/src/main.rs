@@ -146,23 +146,13 @@ fn bump(stat: Stat) {
 }
 
 /// Turns a `bpf_get_stackid` result into a stack id, or `-errno` when the stack is missing,
-/// counting the reason.
+/// counting the reason (the rule is `profiler_common::stack_id`, tested there).
 #[inline(always)]
-fn stack_id(result: Result<i64, i32>, fault: Stat, collision: Stat, other: Stat) -> i32 {
-    match result {
-        Ok(id) => id as i32,
-        Err(err) => {
-            let errno = -err;
-            bump(if errno == errno::EFAULT {
-                fault
-            } else if errno == errno::EEXIST {
-                collision
-            } else {
-                other
-            });
-            err
-        }
+fn counted((id, stat): (i32, Option<Stat>)) -> i32 {
+    if let Some(stat) = stat {
+        bump(stat);
     }
+    id
 }
 
 #[perf_event]
@@ -199,32 +189,26 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
     let stacks = if generation == 0 { &STACKS_0 } else { &STACKS_1 };
     // A tick that interrupted user mode has no kernel stack: asking the kernel for one anyway
     // costs a callchain buffer and comes back with -EFAULT.
-    let kernel = if interrupted_user_mode(&ctx) {
-        bump(Stat::KernelStackUserMode);
-        -errno::EFAULT
-    } else {
-        stack_id(
-            ctx.get_stackid(stacks, u64::from(BPF_F_FAST_STACK_CMP)),
-            Stat::KernelStackUserMode,
-            Stat::KernelStackCollision,
-            Stat::KernelStackOther,
-        )
-    };
+    let kernel = counted(profiler_common::kernel_stack_id(
+        interrupted_user_mode(&ctx),
+        || ctx.get_stackid(stacks, u64::from(BPF_F_FAST_STACK_CMP)),
+    ));
     if UNWIND_TABLES.load() != 0 && PROCESS_MAPPINGS.get_ptr(tgid).is_some() {
-        if start_unwind(tgid, kernel, generation) {
+        let started = start_unwind(tgid, kernel, generation);
+        if started {
             // SAFETY: the context is this program's own.
             unsafe { PROGRAMS.tail_call(&ctx, 0) };
         }
-        // Only reached when the tail call (or reading the registers) failed: fall back to
-        // frame pointers for this sample.
-        bump(Stat::UnwindTailCallFailed);
+        // Only reached when reading the registers or the tail call failed: fall back to frame
+        // pointers for this sample.
+        bump(profiler_common::unwind_fallback(started));
     }
-    let user = stack_id(
+    let user = counted(profiler_common::stack_id(
         ctx.get_stackid(stacks, u64::from(BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP)),
         Stat::UserStackFault,
         Stat::UserStackCollision,
         Stat::UserStackOther,
-    );
+    ));
     count(
         SampleKey {
             tgid,
@@ -314,7 +298,8 @@ fn user_regs(arch: u32) -> Option<Regs> {
     }
 }
 
-/// Fills this CPU's unwind state for a sample of `tgid`; false if the registers are unreadable.
+/// Fills this CPU's unwind state for a sample of `tgid`; false if the registers are unreadable
+/// (or, never seen, this CPU's unwind state is missing).
 #[inline(always)]
 fn start_unwind(tgid: u32, kernel: i32, generation: u32) -> bool {
     let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
