@@ -16,7 +16,7 @@ use crate::config::{Config, ExporterKind};
 use crate::export::otlp::{self, int_kv, string_kv};
 use crate::export::queue::ExportQueue;
 use crate::export::sender::{self, OtlpSettings, OtlpSink, Sink};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, DropReason, Metrics};
 use crate::process::{self, ObjectFile, ProcessTable};
 use crate::profile::{self, ProcessMeta, ProfileMeta};
 use crate::resource::{self, ProcessResource};
@@ -181,7 +181,7 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
 
     if sink_closed.load(Ordering::SeqCst) {
         let left = queue.abandon();
-        metrics.drop_samples("sink_closed", left.samples);
+        metrics.drop_samples(DropReason::SinkClosed, left.samples);
         metrics.export_batches_dropped.inc_by(left.batches);
         // The flag is only set once the sender has ended with the error.
         if let Ok(Err(closed)) = sender.await {
@@ -199,7 +199,7 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
     let _ = tokio::time::timeout_at(deadline + Duration::from_millis(200), sender).await;
     let left = queue.abandon();
     if left.batches > 0 {
-        metrics.drop_samples("unsent_at_shutdown", left.samples);
+        metrics.drop_samples(DropReason::UnsentAtShutdown, left.samples);
         metrics.export_batches_dropped.inc_by(left.batches);
         tracing::warn!(
             "{} samples in {} requests were not sent before the shutdown deadline",
@@ -498,7 +498,7 @@ impl SampleLoop {
             if stopping && self.sink_closed.load(Ordering::SeqCst) {
                 // Nowhere to send it: symbolizing the last window would be wasted work.
                 self.metrics
-                    .drop_samples("sink_closed", window.aggregator.total());
+                    .drop_samples(DropReason::SinkClosed, window.aggregator.total());
                 summary.requests += exporter.finished().unwrap_or(0);
                 return Ok(summary);
             }
@@ -518,7 +518,7 @@ impl SampleLoop {
                 let forgotten = processes.forget_exited();
                 job.forget.clone_from(&forgotten.objects);
                 if let Err(samples) = exporter.hand_over(job) {
-                    self.metrics.drop_samples("export_failed", samples);
+                    self.metrics.drop_samples(DropReason::ExportFailed, samples);
                 }
                 summary.exports += 1;
                 sampler.forget(&forgotten.pids);
@@ -526,8 +526,10 @@ impl SampleLoop {
                 resources.retain(|pid, _| processes.get(*pid).is_some());
             }
             let drops = self.queue.dropped();
-            self.metrics
-                .drop_samples("queue_full", drops.samples - last_queue_drops.samples);
+            self.metrics.drop_samples(
+                DropReason::QueueFull,
+                drops.samples - last_queue_drops.samples,
+            );
             self.metrics
                 .export_batches_dropped
                 .inc_by(drops.batches - last_queue_drops.batches);
@@ -563,11 +565,13 @@ impl SampleLoop {
     ) -> u64 {
         let deadline = shutdown_deadline(&self.signalled_at, &self.cfg);
         if let Err(samples) = exporter.hand_over(Job::new(window, processes, resources)) {
-            self.metrics.drop_samples("unsent_at_shutdown", samples);
+            self.metrics
+                .drop_samples(DropReason::UnsentAtShutdown, samples);
         }
         let (requests, unfinished) = exporter.finish_by(deadline);
         if unfinished > 0 {
-            self.metrics.drop_samples("unsent_at_shutdown", unfinished);
+            self.metrics
+                .drop_samples(DropReason::UnsentAtShutdown, unfinished);
             tracing::warn!(
                 "{unfinished} samples of the last windows were not ready before the shutdown deadline"
             );
@@ -629,7 +633,7 @@ impl SampleLoop {
         symbolizer: &mut Symbolizer,
     ) -> u64 {
         self.metrics
-            .drop_samples("aggregation_bound", window.aggregator.dropped());
+            .drop_samples(DropReason::AggregationBound, window.aggregator.dropped());
         let entries = window.aggregator.take();
         if entries.is_empty() {
             return 0;
@@ -665,7 +669,8 @@ impl SampleLoop {
         };
         let (requests, too_large) =
             otlp::build_requests(&profile, &resource_of, self.cfg.otlp_max_message_bytes);
-        self.metrics.drop_samples("stack_too_large", too_large);
+        self.metrics
+            .drop_samples(DropReason::StackTooLarge, too_large);
         let count = requests.len() as u64;
         for request in requests {
             let samples = request

@@ -1,4 +1,4 @@
-//! `/metrics` (Prometheus text format, via prometheus-client) and `/healthz`, on `--metrics-addr`.
+//! `/metrics` (OpenMetrics text, via prometheus-client) and `/healthz`, on `--metrics-addr`.
 //! Counters are atomics updated by the stages; nothing here is per-sample work.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,16 +22,50 @@ use crate::unwind::loader::LoaderStats;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// Why samples are lost after the kernel counted them (the `reason` label).
-const DROP_REASONS: [&str; 7] = [
-    "queue_full",
-    "export_rejected",
-    "unsent_at_shutdown",
-    "stack_too_large",
-    "aggregation_bound",
-    "export_failed",
-    "sink_closed",
-];
+/// Why samples are lost after the kernel counted them (the `reason` label of
+/// `kalypso_samples_dropped_total`). A closed set: every reason is exported from the start and
+/// counted in [`Metrics::samples_dropped_total`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The export queue was full: the oldest requests went.
+    QueueFull,
+    /// The collector rejected the request (not retried).
+    ExportRejected,
+    /// Not sent before the shutdown deadline.
+    UnsentAtShutdown,
+    /// A stack too large for one request.
+    StackTooLarge,
+    /// More distinct stacks in a window than the aggregator holds.
+    AggregationBound,
+    /// The export thread could not take the window.
+    ExportFailed,
+    /// The destination closed for good (stdout's reader went away).
+    SinkClosed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::QueueFull,
+        DropReason::ExportRejected,
+        DropReason::UnsentAtShutdown,
+        DropReason::StackTooLarge,
+        DropReason::AggregationBound,
+        DropReason::ExportFailed,
+        DropReason::SinkClosed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::ExportRejected => "export_rejected",
+            DropReason::UnsentAtShutdown => "unsent_at_shutdown",
+            DropReason::StackTooLarge => "stack_too_large",
+            DropReason::AggregationBound => "aggregation_bound",
+            DropReason::ExportFailed => "export_failed",
+            DropReason::SinkClosed => "sink_closed",
+        }
+    }
+}
 
 /// /healthz fails once the sampling loop has not completed a tick for this long.
 pub const STALL_LIMIT: Duration = Duration::from_secs(30);
@@ -40,8 +74,9 @@ pub struct Metrics {
     registry: Registry,
     /// Kernel-side counters, by `Stat` name.
     pub kernel: Family<Labels, Counter>,
-    /// Samples lost after the kernel counted them, by reason.
-    pub samples_dropped: Family<Labels, Counter>,
+    /// Samples lost after the kernel counted them, by [`DropReason`] (only through
+    /// [`Metrics::drop_samples`]).
+    samples_dropped: Family<Labels, Counter>,
     pub samples_exported: Counter,
     /// Export attempts by result: success, failure (will retry), rejected (not retried).
     pub export_requests: Family<Labels, Counter>,
@@ -175,8 +210,8 @@ impl Metrics {
         for stat in Stat::ALL {
             let _ = kernel.get_or_create(&vec![("event", stat.name())]);
         }
-        for reason in DROP_REASONS {
-            let _ = samples_dropped.get_or_create(&vec![("reason", reason)]);
+        for reason in DropReason::ALL {
+            let _ = samples_dropped.get_or_create(&vec![("reason", reason.name())]);
         }
         for result in ["success", "failure", "rejected"] {
             let _ = export_requests.get_or_create(&vec![("result", result)]);
@@ -259,19 +294,19 @@ impl Metrics {
         *last = *stats;
     }
 
-    pub fn drop_samples(&self, reason: &'static str, samples: u64) {
+    pub fn drop_samples(&self, reason: DropReason, samples: u64) {
         self.samples_dropped
-            .get_or_create(&vec![("reason", reason)])
+            .get_or_create(&vec![("reason", reason.name())])
             .inc_by(samples);
     }
 
     /// All samples dropped after collection, whatever the reason.
     pub fn samples_dropped_total(&self) -> u64 {
-        DROP_REASONS
+        DropReason::ALL
             .iter()
             .map(|r| {
                 self.samples_dropped
-                    .get_or_create(&vec![("reason", *r)])
+                    .get_or_create(&vec![("reason", r.name())])
                     .get()
             })
             .sum()
@@ -333,7 +368,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr
                     (
                         [(
                             header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
+                            // What prometheus-client's encoder writes (it ends in `# EOF`).
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         m.encode(),
                     )
@@ -394,9 +430,59 @@ mod tests {
     }
 
     #[test]
+    fn every_drop_reason_counts_in_the_total() {
+        let m = Metrics::new();
+        for (n, reason) in DropReason::ALL.into_iter().enumerate() {
+            m.drop_samples(reason, n as u64 + 1);
+        }
+        let all = DropReason::ALL.len() as u64;
+        assert_eq!(m.samples_dropped_total(), all * (all + 1) / 2);
+        let text = m.encode();
+        for (n, reason) in DropReason::ALL.into_iter().enumerate() {
+            let series = format!(
+                "kalypso_samples_dropped_total{{reason=\"{}\"}} {}",
+                reason.name(),
+                n + 1
+            );
+            assert!(text.contains(&series), "{series} missing from:\n{text}");
+        }
+        let names: std::collections::HashSet<_> = DropReason::ALL.map(DropReason::name).into();
+        assert_eq!(names.len(), DropReason::ALL.len(), "names are distinct");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_as_openmetrics() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(str::to_owned)
+            })
+            .unwrap();
+        // The body is OpenMetrics text (it ends in `# EOF`), and says so.
+        assert!(body.trim_end().ends_with("# EOF"), "{body}");
+        assert_eq!(
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+    }
+
+    #[test]
     fn reports_drops_by_reason() {
         let m = Metrics::new();
-        m.drop_samples("queue_full", 7);
+        m.drop_samples(DropReason::QueueFull, 7);
         assert!(
             m.encode()
                 .contains("kalypso_samples_dropped_total{reason=\"queue_full\"} 7")

@@ -14,7 +14,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::queue::ExportQueue;
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 
 /// How long one Export call may take before it counts as failed (a stalled collector).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -243,7 +243,7 @@ pub async fn run(
                 Err(SendError::Permanent(e)) => {
                     tracing::error!("export rejected, dropping {} samples: {e}", batch.samples);
                     metrics.export_result("rejected");
-                    metrics.drop_samples("export_rejected", batch.samples);
+                    metrics.drop_samples(DropReason::ExportRejected, batch.samples);
                     metrics.export_batches_dropped.inc();
                     queue.remove(batch.id);
                     break;
