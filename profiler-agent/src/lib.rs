@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod bpf;
 pub mod config;
 pub mod daemon;
+pub mod debuginfo;
 pub mod elf;
 pub mod export;
 pub mod local;

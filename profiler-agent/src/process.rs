@@ -34,6 +34,8 @@ pub struct ObjectFile {
     /// A path that reaches the open file from this process, whatever happens to the original.
     pub open_path: PathBuf,
     pub build_id: Option<BuildId>,
+    /// A separate debug file for it, by build id or `.gnu_debuglink` (see [`crate::debuginfo`]).
+    pub debug: Option<crate::debuginfo::DebugFile>,
     file: File,
 }
 
@@ -399,11 +401,13 @@ impl ProcessTable {
         ));
         // Not blazesym's reader: it takes any note of type 3 (see `elf::read_build_id`).
         let build_id = crate::elf::read_build_id(&file).ok().flatten();
+        let debug = crate::debuginfo::find(pid, &clean_path(path), &file, build_id.as_ref());
         let object = Arc::new(ObjectFile {
             key,
             path: clean_path(path),
             open_path,
             build_id,
+            debug,
             file,
         });
         self.objects.insert(key, Arc::clone(&object));

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn capable_and_filtered_names_seccomp_and_the_fix() {
         let line = advice_for_status(&status(DAEMONSET_CAPS, "2"));
-        assert!(line.contains("seccomp") && line.contains("seccompProfile"), "{line}");
+        assert!(
+            line.contains("seccomp") && line.contains("seccompProfile"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
         // CAP_SYS_ADMIN alone (legacy kernels) counts as capable too.
         assert_eq!(
@@ -70,7 +73,10 @@ mod tests {
             NO_PERMISSION
         );
         // Capable and unfiltered: something else refused (an LSM, say); seccomp is not to blame.
-        assert_eq!(advice_for_status(&status(DAEMONSET_CAPS, "0")), NO_PERMISSION);
+        assert_eq!(
+            advice_for_status(&status(DAEMONSET_CAPS, "0")),
+            NO_PERMISSION
+        );
         // Unreadable status.
         assert_eq!(advice_for_status(""), NO_PERMISSION);
     }

@@ -122,11 +122,22 @@ impl Symbolizer {
             self.stats.cache_misses += todo.len() as u64;
             self.make_room(todo.len());
             let raw: Vec<u64> = todo.iter().map(|(_, o)| o.0).collect();
-            self.parsed
-                .entry(object.key)
-                .or_insert_with(|| object.open_path.clone());
-            let src = Source::Elf(Elf::new(&object.open_path));
-            let results = self.blaze.symbolize(&src, Input::FileOffset(&raw));
+            let results = match debug_offsets(object, &todo) {
+                Some((debug, virt)) => {
+                    self.parsed
+                        .entry(object.key)
+                        .or_insert_with(|| debug.clone());
+                    let src = Source::Elf(Elf::new(debug));
+                    self.blaze.symbolize(&src, Input::VirtOffset(&virt))
+                }
+                None => {
+                    self.parsed
+                        .entry(object.key)
+                        .or_insert_with(|| object.open_path.clone());
+                    let src = Source::Elf(Elf::new(&object.open_path));
+                    self.blaze.symbolize(&src, Input::FileOffset(&raw))
+                }
+            };
             if let Err(e) = &results {
                 let error = format!("{}: {e:#}", object.path.display());
                 // Once per file: the count says how many addresses it cost.
@@ -173,6 +184,9 @@ impl Symbolizer {
             let _ = self
                 .blaze
                 .evict(&Evict::Elf(evict::Elf::new(&object.open_path)));
+            if let Some(debug) = &object.debug {
+                let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&debug.path)));
+            }
         }
     }
 
@@ -291,6 +305,20 @@ impl Kallsyms {
         self.names
             .get(offset as usize..offset as usize + usize::from(len))
     }
+}
+
+/// The object's separate debug file and the addresses in it, when it has one that covers every
+/// offset (its symbol table and DWARF are a superset of what the stripped file carries).
+fn debug_offsets<'o>(
+    object: &'o ObjectFile,
+    todo: &[(usize, FileOffset)],
+) -> Option<(&'o std::path::PathBuf, Vec<u64>)> {
+    let debug = object.debug.as_ref()?;
+    let virt = todo
+        .iter()
+        .map(|(_, off)| debug.virt_offset(*off))
+        .collect::<Option<Vec<u64>>>()?;
+    Some((&debug.path, virt))
 }
 
 fn intern(names: &mut std::collections::HashSet<Arc<str>>, name: &str) -> Arc<str> {

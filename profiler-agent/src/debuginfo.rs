@@ -1,0 +1,170 @@
+//! Separate debug files (Debian's `-dbg`/`-dbgsym` packages, Fedora's debuginfo): found by build id
+//! (`.build-id/xx/rest.debug`) and by `.gnu_debuglink` (name + CRC-32), under the profiled
+//! process's own root (`/proc/PID/root/usr/lib/debug`, so a container's debug files are used for
+//! that container's binaries) and under the host's debug directory, which the DaemonSet mounts
+//! read-only at [`HOST_DEBUG_DIR`].
+//!
+//! blazesym 0.2.7 follows `.gnu_debuglink` itself, but only in directories fixed when the
+//! symbolizer is built and only as seen from the agent's own mount namespace (it canonicalizes
+//! `/proc/self/fd/N`), and never for a file that has a build id but no debug link: it cannot look
+//! inside each container's root. Hence this lookup, once per opened file.
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use object::Object;
+use object::read::ReadCache;
+
+use crate::elf::Pread;
+use crate::types::{BuildId, FileOffset, Pid};
+
+/// Where the DaemonSet mounts the node's `/usr/lib/debug` (read-only hostPath).
+pub const HOST_DEBUG_DIR: &str = "/host/usr/lib/debug";
+
+/// A debug file for one mapped ELF file, and how to address it.
+#[derive(Clone, Debug)]
+pub struct DebugFile {
+    pub path: PathBuf,
+    /// Executable `PT_LOAD` segments of the *mapped* file: (file offset, virtual address, size).
+    /// A debug file's own offsets mean nothing (its code sections are NOBITS), so addresses go
+    /// to it as virtual offsets, converted here.
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl DebugFile {
+    /// The virtual offset of a file offset of the mapped file, if it lies in executable code.
+    pub fn virt_offset(&self, off: FileOffset) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|(start, _, size)| off.0 >= *start && off.0 - start < *size)
+            .map(|(start, vaddr, _)| off.0 - start + vaddr)
+    }
+}
+
+/// The debug directories searched for a file of process `pid`, in order.
+pub fn debug_dirs(pid: Pid) -> Vec<PathBuf> {
+    vec![
+        PathBuf::from(format!("/proc/{}/root/usr/lib/debug", pid.0)),
+        PathBuf::from(HOST_DEBUG_DIR),
+    ]
+}
+
+/// Looks for the debug file of `file` (mapped by `pid` at `path`, as the process sees it).
+pub fn find(pid: Pid, path: &Path, file: &File, build_id: Option<&BuildId>) -> Option<DebugFile> {
+    let root = PathBuf::from(format!("/proc/{}/root", pid.0));
+    let found = find_in(&root, &debug_dirs(pid), path, file, build_id)?;
+    let segments = crate::elf::executable_segments_of(file);
+    (!segments.is_empty()).then_some(DebugFile {
+        path: found,
+        segments,
+    })
+}
+
+/// [`find`] with the process root and debug directories given (tests use temporary ones).
+pub fn find_in(
+    root: &Path,
+    dirs: &[PathBuf],
+    path: &Path,
+    file: &File,
+    build_id: Option<&BuildId>,
+) -> Option<PathBuf> {
+    if let Some(id) = build_id.filter(|id| id.0.len() >= 2) {
+        let hex = id.to_string();
+        let rel = format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..]);
+        for dir in dirs {
+            let candidate = dir.join(&rel);
+            if has_build_id(&candidate, id) {
+                return Some(candidate);
+            }
+        }
+    }
+    let (name, crc) = debug_link(file)?;
+    // The places GDB looks: beside the file, in .debug/ beside it, and under each debug
+    // directory at the file's own directory.
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let rel_dir = dir.strip_prefix("/").unwrap_or(dir);
+    let mut candidates = vec![
+        root.join(rel_dir).join(&name),
+        root.join(rel_dir).join(".debug").join(&name),
+    ];
+    candidates.extend(dirs.iter().map(|d| d.join(rel_dir).join(&name)));
+    candidates
+        .into_iter()
+        .find(|c| c.as_path() != path && file_crc32(c) == Some(crc))
+}
+
+fn has_build_id(path: &Path, id: &BuildId) -> bool {
+    File::open(path)
+        .ok()
+        .and_then(|f| crate::elf::read_build_id(&f).ok().flatten())
+        .is_some_and(|found| found == *id)
+}
+
+/// The `.gnu_debuglink` section: a file name and the CRC-32 of that file.
+pub fn debug_link(file: &File) -> Option<(String, u32)> {
+    let data = ReadCache::new(Pread::new(file));
+    let elf = object::File::parse(&data).ok()?;
+    let (name, crc) = elf.gnu_debuglink().ok()??;
+    let name = std::str::from_utf8(name).ok()?;
+    // A bare file name; anything with a path in it is not what the format means.
+    (!name.is_empty() && !name.contains('/')).then(|| (name.to_string(), crc))
+}
+
+/// CRC-32 (IEEE, as `.gnu_debuglink` uses) of a whole file; `None` if it cannot be read.
+fn file_crc32(path: &Path) -> Option<u32> {
+    let mut f = File::open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut crc = Crc32::default();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Some(crc.finish()),
+            Ok(n) => crc.update(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+struct Crc32(u32);
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Crc32(0xffff_ffff)
+    }
+}
+
+impl Crc32 {
+    fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xff) as usize] ^ (self.0 >> 8);
+        }
+    }
+    fn finish(&self) -> u32 {
+        !self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! Real split debug files, made with gcc and objcopy as distributions make them.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::*;
+use crate::process::ProcessTable;
+use crate::symbolize::Symbolizer;
+
+const PROGRAM: &str = r#"
+static volatile unsigned long sink;
+__attribute__((noinline)) static void kalypso_debuginfo_hidden_static(void) {
+    for (;;) sink++;
+}
+int main(void) { kalypso_debuginfo_hidden_static(); return 0; }
+"#;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A program stripped of its symbols, its debug file, and the build id, as `dh_strip` leaves them.
+struct Split {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    debug: PathBuf,
+    build_id: BuildId,
+}
+
+fn split(debuglink: bool) -> Split {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("p.c");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let binary = dir.path().join("p");
+    let debug = dir.path().join("p.debug");
+    run(Command::new("gcc")
+        .args([
+            "-O0",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-Wl,--build-id",
+            "-o",
+        ])
+        .arg(&binary)
+        .arg(&src));
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&binary)
+        .arg(&debug));
+    run(Command::new("objcopy").arg("--strip-all").arg(&binary));
+    if debuglink {
+        run(Command::new("objcopy")
+            .current_dir(dir.path())
+            .arg("--add-gnu-debuglink=p.debug")
+            .arg(&binary));
+    }
+    let build_id = crate::elf::read_build_id(&File::open(&binary).unwrap())
+        .unwrap()
+        .expect("gcc wrote a build id");
+    Split {
+        dir,
+        binary,
+        debug,
+        build_id,
+    }
+}
+
+fn place(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(from, to).unwrap();
+}
+
+#[test]
+fn the_debug_link_names_the_file_and_its_crc() {
+    let s = split(true);
+    let (name, crc) = debug_link(&File::open(&s.binary).unwrap()).unwrap();
+    assert_eq!(name, "p.debug");
+    assert_eq!(file_crc32(&s.debug), Some(crc));
+    assert!(debug_link(&File::open(&s.debug).unwrap()).is_none());
+}
+
+#[test]
+fn found_by_build_id_in_a_debug_directory_without_a_debug_link() {
+    let s = split(false);
+    let dirs = [s.dir.path().join("host-debug")];
+    let hex = s.build_id.to_string();
+    let at = dirs[0].join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..]));
+    place(&s.debug, &at);
+    let file = File::open(&s.binary).unwrap();
+    let root = s.dir.path().join("root");
+    let found = find_in(
+        &root,
+        &dirs,
+        Path::new("/usr/bin/p"),
+        &file,
+        Some(&s.build_id),
+    );
+    assert_eq!(found, Some(at));
+}
+
+#[test]
+fn found_by_debug_link_under_the_process_root_and_checked_by_crc() {
+    let s = split(true);
+    let root = s.dir.path().join("root");
+    let debug_dir = root.join("usr/lib/debug");
+    let file = File::open(&s.binary).unwrap();
+    let at = debug_dir.join("usr/bin/p.debug");
+    place(&s.debug, &at);
+    let found = find_in(
+        &root,
+        std::slice::from_ref(&debug_dir),
+        Path::new("/usr/bin/p"),
+        &file,
+        None,
+    );
+    assert_eq!(found.as_deref(), Some(at.as_path()));
+    // A different file of that name (another build's) is not taken.
+    std::fs::write(&at, b"not the debug file").unwrap();
+    assert_eq!(
+        find_in(&root, &[debug_dir], Path::new("/usr/bin/p"), &file, None),
+        None
+    );
+}
+
+#[test]
+fn a_stripped_process_is_symbolized_from_its_debug_file() {
+    let s = split(true);
+    // Beside the binary, where the debug link's first candidate is.
+    let mut child = Command::new(&s.binary).spawn().unwrap();
+    let pid = Pid(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut table = ProcessTable::default();
+    table.refresh(pid).unwrap();
+    let info = table.get(pid).unwrap();
+    let mapping = info
+        .mappings
+        .iter()
+        .find(|m| m.object.as_ref().is_some_and(|o| o.path == s.binary))
+        .expect("the program's text is mapped")
+        .clone();
+    let object = mapping.object.clone().unwrap();
+    let debug = object.debug.as_ref().expect("its debug file is found");
+    // Reached through the process's own root, as for a process in another mount namespace.
+    let rel = s.binary.with_file_name("p.debug");
+    let expected = Path::new(&format!("/proc/{}/root", pid.0)).join(rel.strip_prefix("/").unwrap());
+    assert_eq!(debug.path, expected);
+    // The running loop's address, read from the debug file's symbol table.
+    let offsets: Vec<FileOffset> = (mapping.offset.0
+        ..mapping.offset.0 + (mapping.end.0 - mapping.start.0))
+        .step_by(4)
+        .map(FileOffset)
+        .collect();
+    let mut sym = Symbolizer::new();
+    let frames = sym.user(&object, &offsets);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        frames
+            .iter()
+            .flat_map(|f| f.iter())
+            .any(|f| &*f.function == "kalypso_debuginfo_hidden_static"),
+        "the static function's name, which only the debug file has"
+    );
+}
+
+#[test]
+fn crc32_matches_the_standard_check_value() {
+    let mut c = Crc32::default();
+    c.update(b"123456789");
+    assert_eq!(c.finish(), 0xcbf4_3926);
+}
