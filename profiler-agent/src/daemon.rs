@@ -546,6 +546,8 @@ impl SampleLoop {
             }
             self.metrics.processes_tracked.set(processes.len() as i64);
             self.metrics
+                .observe_maps_lines_skipped(processes.maps_lines_skipped);
+            self.metrics
                 .open_objects
                 .set(processes.open_objects() as i64);
         }

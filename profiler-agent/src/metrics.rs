@@ -86,6 +86,11 @@ pub struct Metrics {
     pub symbolizer: Family<Labels, Counter>,
     pub processes_tracked: Gauge,
     pub open_objects: Gauge,
+    /// Lines of `/proc/PID/maps` that did not parse (skipped), cumulative.
+    maps_lines_skipped: Counter,
+    last_maps_lines_skipped: AtomicU64,
+    /// Unwind tables waiting for the background builder now.
+    unwind_builds_pending: Gauge,
     /// Unwind tables by event (loaded, evicted, error, too_big), cumulative.
     unwind_tables: Family<Labels, Counter>,
     /// Bytes of the kernel's unwind-row array in use.
@@ -171,10 +176,22 @@ impl Metrics {
             "ELF files held open for symbolization",
             open_objects.clone(),
         );
+        let maps_lines_skipped = Counter::default();
+        registry.register(
+            "maps_lines_skipped",
+            "Lines of /proc/PID/maps that did not parse and were skipped",
+            maps_lines_skipped.clone(),
+        );
+        let unwind_builds_pending = Gauge::default();
+        registry.register(
+            "unwind_builds_pending",
+            "Unwind tables waiting for the background builder",
+            unwind_builds_pending.clone(),
+        );
         let unwind_tables = Family::<Labels, Counter>::default();
         registry.register(
             "unwind_tables",
-            "Unwind tables loaded into the kernel, evicted, failed to build, or too big to load",
+            "Unwind tables loaded into the kernel, reused, evicted, failed to build, too big to load; processes not written; builds not queued (queue full, retried later)",
             unwind_tables.clone(),
         );
         let unwind_table_bytes = Gauge::default();
@@ -202,6 +219,7 @@ impl Metrics {
             "error",
             "too_big",
             "process_error",
+            "build_queue_full",
         ] {
             let _ = unwind_tables.get_or_create(&vec![("event", event)]);
         }
@@ -231,6 +249,9 @@ impl Metrics {
             symbolizer,
             processes_tracked,
             open_objects,
+            maps_lines_skipped,
+            last_maps_lines_skipped: AtomicU64::new(0),
+            unwind_builds_pending,
             unwind_tables,
             unwind_table_bytes,
             unwind_processes,
@@ -265,6 +286,11 @@ impl Metrics {
             ("error", stats.table_errors, last.table_errors),
             ("too_big", stats.tables_too_big, last.tables_too_big),
             ("process_error", stats.process_errors, last.process_errors),
+            (
+                "build_queue_full",
+                stats.build_queue_full,
+                last.build_queue_full,
+            ),
         ] {
             self.unwind_tables
                 .get_or_create(&vec![("event", event)])
@@ -273,7 +299,14 @@ impl Metrics {
         self.unwind_table_bytes
             .set((stats.chunks_in_use * u64::from(profiler_common::UNWIND_CHUNK_BYTES)) as i64);
         self.unwind_processes.set(stats.processes as i64);
+        self.unwind_builds_pending.set(stats.builds_pending as i64);
         *last = *stats;
+    }
+
+    /// Folds in the process table's cumulative count of unparsable maps lines.
+    pub fn observe_maps_lines_skipped(&self, total: u64) {
+        let before = self.last_maps_lines_skipped.swap(total, Ordering::Relaxed);
+        self.maps_lines_skipped.inc_by(total.saturating_sub(before));
     }
 
     pub fn observe_symbolizer(&self, stats: &SymbolizerStats) {
@@ -477,6 +510,26 @@ mod tests {
             content_type,
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
+    }
+
+    #[test]
+    fn loader_and_process_table_counters_are_exported() {
+        let m = Metrics::new();
+        m.observe_tables(&LoaderStats {
+            build_queue_full: 3,
+            builds_pending: 5,
+            ..LoaderStats::default()
+        });
+        m.observe_maps_lines_skipped(2);
+        m.observe_maps_lines_skipped(4);
+        let text = m.encode();
+        for series in [
+            "kalypso_unwind_tables_total{event=\"build_queue_full\"} 3",
+            "kalypso_unwind_builds_pending 5",
+            "kalypso_maps_lines_skipped_total 4",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 
     #[test]

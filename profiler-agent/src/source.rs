@@ -1,4 +1,6 @@
-//! The sample-source seam: the BPF sampler in production, a recorded or synthetic batch in tests.
+//! The sample-source seam between the sampler and the sampling loop: [`crate::bpf::BpfSampler`]
+//! is the one real source; `record`'s tests drive the loop with a fake whose samples come from
+//! real processes.
 use profiler_common::Stat;
 
 use std::sync::Arc;
@@ -48,19 +50,6 @@ pub struct SamplerStats {
 impl SamplerStats {
     pub fn get(&self, stat: Stat) -> u64 {
         self.counts[stat as usize]
-    }
-
-    /// Stack-map collisions and other stack errors (not the normal "no kernel stack in user mode").
-    pub fn stack_errors(&self) -> u64 {
-        [
-            Stat::UserStackCollision,
-            Stat::UserStackOther,
-            Stat::KernelStackCollision,
-            Stat::KernelStackOther,
-        ]
-        .iter()
-        .map(|s| self.get(*s))
-        .sum()
     }
 }
 

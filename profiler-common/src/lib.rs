@@ -6,9 +6,6 @@
 
 pub mod unwind;
 
-/// Maximum number of frames the kernel records per stack (`PERF_MAX_STACK_DEPTH`).
-pub const MAX_STACK_DEPTH: usize = 127;
-
 /// Entries in each generation's stack-trace map. Stacks are drained every tick, so this only has to
 /// hold the distinct stacks of one tick; the kernel's stack map is a hash table without chaining, so
 /// it is sized well above that to keep `-EEXIST` collisions rare (they are counted in [`Stat`]).
@@ -21,7 +18,8 @@ pub const COUNT_MAP_ENTRIES: u32 = 16_384;
 pub const KNOWN_PROCESS_ENTRIES: u32 = 65_536;
 
 /// Bytes of the ring buffer announcing newly seen processes (4-byte tgids plus 8-byte headers:
-/// ~5,000 announcements between two reads, which happen every 20 ms).
+/// ~5,000 announcements before the agent reads them; it sleeps on the ring, which wakes it when
+/// an announcement lands in an empty ring, and reads it at once).
 pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
 
 /// Rows per element of the unwind-row array: the agent writes a chunk per syscall, and page

@@ -37,8 +37,9 @@ pub const MAX_UNWOUND_FRAMES: usize = 128;
 /// Frames unwound per program run; the program tail-calls itself for the next batch.
 pub const FRAMES_PER_PROGRAM: usize = 16;
 
-/// Tail calls needed to reach [`MAX_UNWOUND_FRAMES`] (the kernel allows 33).
-pub const MAX_TAIL_CALLS: usize = MAX_UNWOUND_FRAMES / FRAMES_PER_PROGRAM;
+// Reaching MAX_UNWOUND_FRAMES takes MAX_UNWOUND_FRAMES / FRAMES_PER_PROGRAM runs, all but the
+// first by tail call; the kernel allows 33 tail calls per sample.
+const _: () = assert!(MAX_UNWOUND_FRAMES / FRAMES_PER_PROGRAM <= 33);
 
 /// Architecture the tables were built for (also the layout of the sampled registers).
 pub mod arch {
