@@ -40,19 +40,21 @@ COPY .cargo/ .cargo/
 COPY xtask/ xtask/
 COPY profiler-common/Cargo.toml profiler-common/
 COPY profiler-agent/Cargo.toml profiler-agent/
-RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,id=kalypso-target-${TARGETARCH} \
     mkdir -p profiler-common/src profiler-agent/src \
  && touch profiler-common/src/lib.rs profiler-agent/src/lib.rs profiler-agent/src/main.rs \
  && cargo xtask setup --target "$(cat /rust-target)" \
  && rm -r profiler-common/src profiler-agent/src
 
+# The cache mounts are shared, not `sharing=locked`: cargo locks its registry and target
+# directories itself, and buildah 1.28 never releases a locked cache taken by an earlier step.
 # The whole workspace (.dockerignore keeps out charts, docs, git and build output).
 COPY . .
 
 # The BPF object (byte-identical for both architectures while it reads no pt_regs), then the
 # agent for the target, which embeds the object.
-RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,id=kalypso-target-${TARGETARCH} \
     --mount=type=cache,target=/src/profiler-ebpf/target,id=kalypso-ebpf-target \
     cargo xtask build-ebpf \

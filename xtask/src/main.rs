@@ -40,6 +40,8 @@ enum Command {
     Image(image::Options),
     /// Build the image and run it as the rendered DaemonSet specifies, under podman (docs/image.md).
     ImageTest(image::e2e::Options),
+    /// Run `setup --target` for both targets in an arm64 container under qemu-user (slow; docs/image.md).
+    Arm64HostTest(image::arm64_host::Options),
 }
 
 fn main() -> Result<()> {
@@ -54,6 +56,7 @@ fn main() -> Result<()> {
         Command::Bench(opts) => bench::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::ImageTest(opts) => image::e2e::run(&opts),
+        Command::Arm64HostTest(opts) => image::arm64_host::run(&opts),
     }
 }
 

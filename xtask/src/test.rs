@@ -13,6 +13,9 @@ pub struct Options {
     /// Skip booting the arm64 and x86_64 VMs (`cargo xtask vm-test`).
     #[arg(long)]
     pub no_vm: bool,
+    /// Skip building the container image and running it as the DaemonSet does (`cargo xtask image-test`).
+    #[arg(long)]
+    pub no_image: bool,
     /// Skip the fuzz targets (`cargo xtask fuzz`).
     #[arg(long)]
     pub no_fuzz: bool,
@@ -45,6 +48,11 @@ pub fn run(opts: &Options) -> Result<()> {
     // The agent on Debian's 6.1 arm64 and x86_64 kernels, booted under qemu.
     if !opts.no_vm {
         crate::vm::run(&crate::vm::Options::default())?;
+    }
+    // The image built by buildah from locally made bases, run under podman as the rendered
+    // DaemonSet specifies, profiling another container (docs/image.md).
+    if !opts.no_image {
+        crate::image::e2e::run(&crate::image::e2e::Options::default())?;
     }
     // The independent OTLP receiver and checker the agent's tests rely on, tested on their own.
     setup::run_checked(

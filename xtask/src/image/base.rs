@@ -19,7 +19,8 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 
 /// What `--base local` and the image test need on the host. qemu-user-static and binfmt-support
-/// only matter for a foreign --platform (its `RUN --version` step runs emulated).
+/// (and arch-test, which mmdebstrap needs for a foreign --arch) only matter for a foreign
+/// --platform: its base is made and its `RUN --version` step runs emulated.
 const TOOLS: &[&str] = &[
     "podman",
     "buildah",
@@ -30,6 +31,7 @@ const TOOLS: &[&str] = &[
     "slirp4netns",
     "qemu-user-static",
     "binfmt-support",
+    "arch-test",
 ];
 
 /// What the official rust:1-bookworm has (it is buildpack-deps:bookworm) that the build uses.
@@ -66,21 +68,9 @@ pub fn ensure(engine: Engine, platform: &str) -> Result<BaseImages> {
     if engine == Engine::Docker {
         bail!("--base local needs podman or buildah");
     }
-    let host = deb_arch(super::host_platform())?;
-    let target = deb_arch(platform)?;
     // The runtime stage takes the target's platform; the builder always runs natively.
-    let runtime = if target == host {
-        RUNTIME_BASE.to_string()
-    } else {
-        format!("{RUNTIME_BASE}-{target}")
-    };
-    let host_runtime = RUNTIME_BASE.to_string();
-    if !image_exists(&host_runtime) {
-        make_debian(host, &host_runtime)?;
-    }
-    if !image_exists(&runtime) {
-        make_debian(target, &runtime)?;
-    }
+    let host_runtime = ensure_debian(super::host_platform())?;
+    let runtime = ensure_debian(platform)?;
     if !image_exists(BUILDER_BASE) {
         make_builder(&host_runtime, BUILDER_BASE)?;
     }
@@ -88,6 +78,21 @@ pub fn ensure(engine: Engine, platform: &str) -> Result<BaseImages> {
         builder: BUILDER_BASE.to_string(),
         runtime,
     })
+}
+
+/// A Debian bookworm base for `platform` (the arm64-host test runs in one), made if missing.
+pub fn ensure_debian(platform: &str) -> Result<String> {
+    let host = deb_arch(super::host_platform())?;
+    let target = deb_arch(platform)?;
+    let tag = if target == host {
+        RUNTIME_BASE.to_string()
+    } else {
+        format!("{RUNTIME_BASE}-{target}")
+    };
+    if !image_exists(&tag) {
+        make_debian(target, &tag)?;
+    }
+    Ok(tag)
 }
 
 pub fn image_exists(name: &str) -> bool {

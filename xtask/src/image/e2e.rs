@@ -116,7 +116,7 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     let debug_only = debug_only_libc_names(&workload)?;
 
-    seccomp_refusal(&spec)?;
+    seccomp_refusal(&ds, &host)?;
 
     // A pod has its own network namespace and reaches the collector by Service name; here the
     // receiver listens on the host's loopback, so the agent shares the host network. The one
@@ -281,26 +281,18 @@ fn containerd_like_profile(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Under podman's default profile the agent must stop with the one line that names seccomp.
-fn seccomp_refusal(spec: &podspec::PodmanSpec) -> Result<()> {
+/// Under podman's default profile (what podman and CRI-O nodes apply for RuntimeDefault) the
+/// agent must stop at once with the one line that names seccomp.
+fn seccomp_refusal(ds: &Value, host: &Host) -> Result<()> {
+    let podman_host = Host {
+        node_name: host.node_name.clone(),
+        scratch: host.scratch.join("podman-default"),
+        runtime_default_seccomp: SeccompDefault::Podman,
+    };
+    let spec = podspec::from_daemonset(ds, &podman_host)?;
     let mut args: Vec<&str> = vec!["run", "--rm", "--runtime", "runc", "--ulimit", "host"];
     args.extend(["--network", "host"]);
-    // Everything as rendered except the profile: podman's own stands for RuntimeDefault.
-    let mut i = 0;
-    while i < spec.args.len() {
-        let a = spec.args[i].as_str();
-        if a == "--security-opt"
-            && spec
-                .args
-                .get(i + 1)
-                .is_some_and(|n| n.starts_with("seccomp="))
-        {
-            i += 2;
-            continue;
-        }
-        args.push(a);
-        i += 1;
-    }
+    args.extend(spec.args.iter().map(String::as_str));
     args.push(&spec.image);
     let out = Command::new("timeout")
         .arg("60")

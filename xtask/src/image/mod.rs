@@ -2,6 +2,7 @@
 //! whichever engine the machine has (docker buildx, podman, buildah), optionally from base images
 //! this machine makes itself (`--base local`, what CI uses: no registry is reachable there), and
 //! optionally loads it into a kind cluster.
+pub mod arm64_host;
 mod base;
 pub mod e2e;
 mod engine;
