@@ -55,6 +55,8 @@ def upstream_services(chart_values: dict[str, dict], namespaces: dict[str, str])
     known: dict[tuple[str, str], set[int]] = {}
     for entry in table:
         chart = entry["chart"]
+        if chart not in chart_values:
+            continue
         values = chart_values[chart]
         # Release name = Argo CD Application name = chart name (argocd/bundle).
         fn = fullname(entry["rule"], dig(values, entry["nameFrom"]), chart, entry.get("chartName"))

@@ -2,8 +2,9 @@
 
 The earlier bundle pointed its S3 endpoint at minio.minio.svc while the Service was kalypso-minio
 (manual step 6). Here each URL in values, rendered output and docs is resolved against the Services
-our own templates render and, for upstream subcharts, against the names their fullname rules give
-with the values we set (upstream-services.yaml).
+that the real render creates. Only where a subchart is a placeholder (mimir-distributed today) do
+the names come from upstream-services.yaml, the fullname rules of the upstream charts, and that
+table is itself checked against the real render of every chart that has one.
 """
 from __future__ import annotations
 
@@ -30,17 +31,18 @@ EXPECTED_LINKS = {
 
 
 @pytest.fixture(scope="session")
-def namespaces(bundle_values):
-    return {name: app["namespace"] for name, app in bundle_values["apps"].items()}
-
-
-@pytest.fixture(scope="session")
-def known(chart_values, namespaces, rendered):
-    services = crossrefs.upstream_services(chart_values, namespaces)
-    for key, ports in crossrefs.rendered_services(rendered, namespaces).items():
+def known(chart_values, namespaces, rendered, workspace):
+    services = crossrefs.rendered_services(rendered, namespaces)
+    # Only charts rendered against a placeholder take names from the documented table.
+    stand_ins = {name: values for name, values in chart_values.items()
+                 if workspace.sources[name].placeholders}
+    for key, ports in crossrefs.upstream_services(stand_ins, namespaces).items():
         services.setdefault(key, set()).update(ports)
     # The API server, which Argo CD's destination names (https://kubernetes.default.svc).
     services.setdefault(("default", "kubernetes"), set()).add(443)
+    # The cluster's DNS, which the Loki gateway's nginx uses as its resolver (kind and kubeadm
+    # clusters name the CoreDNS Service kube-dns).
+    services.setdefault(("kube-system", "kube-dns"), set()).add(53)
     return services
 
 
@@ -129,3 +131,17 @@ def test_grafana_route_attaches_to_the_gateway_that_istio_renders(chart_values, 
     assert [g["metadata"]["name"] for g in gateways] == [gw_name]
     selector = gateways[0]["spec"]["selector"]
     assert selector == {"istio": chart_values["kalypso-istio"]["gateway"]["name"].removeprefix("istio-")}
+
+
+def test_documented_upstream_services_match_the_real_render(chart_values, namespaces, rendered, workspace):
+    """upstream-services.yaml stands in for placeholders: every entry of a chart rendered with its
+    real subcharts must name a Service and ports that the real render has."""
+    real = {name: values for name, values in chart_values.items()
+            if workspace.sources[name].real and not workspace.sources[name].placeholders}
+    if not real:
+        pytest.skip("no chart has its real subcharts here")
+    actual = crossrefs.rendered_services({n: rendered[n] for n in real}, namespaces)
+    documented = crossrefs.upstream_services(real, namespaces)
+    assert documented, "the table covers none of the charts rendered for real"
+    wrong = {key: ports for key, ports in documented.items() if not ports <= actual.get(key, set())}
+    assert not wrong, {k: (sorted(v), sorted(actual.get(k, ()))) for k, v in wrong.items()}

@@ -1,4 +1,5 @@
-"""helm lint --strict, Chart.lock consistency, strict Kubernetes schemas and checkov on rendered output."""
+"""helm lint --strict, Chart.lock consistency, strict Kubernetes schemas, CRD schemas and checkov,
+all on the render that Argo CD produces with the real subcharts (conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -12,17 +13,24 @@ import pytest
 import yaml
 
 import chartlib
+import crdschema
 from chartlib import APP_CHARTS, BUNDLE, CHARTS, KUBE_VERSION, REPO, load_yaml, run
 
 LOCKED_CHARTS = [c for c in APP_CHARTS if load_yaml(CHARTS / c / "Chart.yaml").get("dependencies")]
-CR_GROUPS = ("argoproj.io", "cert-manager.io", "networking.istio.io", "security.istio.io",
-             "monitoring.coreos.com")
+CR_GROUPS = ("argoproj.io", "cert-manager.io", "acme.cert-manager.io", "networking.istio.io",
+             "security.istio.io", "telemetry.istio.io", "extensions.istio.io",
+             "monitoring.coreos.com", "opentelemetry.io")
+APPLICATIONS = [*APP_CHARTS, "cert-manager"]
 
 
-@pytest.mark.parametrize("chart", APP_CHARTS)
-def test_helm_lint_strict(workspace, bundle_values, chart):
-    ns = bundle_values["apps"][chart]["namespace"]
-    result = run(["helm", "lint", "--strict", "--namespace", ns, str(workspace.staged[chart])])
+@pytest.mark.parametrize("app", APPLICATIONS)
+def test_helm_lint_strict_with_the_applications_values(workspace, argo_apps, app, tmp_path):
+    if app not in workspace.staged:
+        pytest.skip(f"{app}: its chart is not available here")
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(argo_apps[app].values))
+    result = run(["helm", "lint", "--strict", "--namespace", argo_apps[app].namespace,
+                  "--kube-version", KUBE_VERSION, "-f", str(values), str(workspace.staged[app])])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -84,17 +92,24 @@ def test_every_dependency_version_is_pinned_exactly():
 
 # --- Strict schemas --------------------------------------------------------------------------
 
-def _all_rendered(rendered, bundle_bootstrap, bundle_apps):
-    docs = [(chart, d) for chart, objs in rendered.items() for d in objs]
+def _all_rendered(bundle_render, bundle_bootstrap, bundle_apps):
+    """Both passes of every Application, and the bundle's own objects."""
+    docs = [(f"{app} (first sync)", d) for app, objs in bundle_render.first.items() for d in objs]
+    docs += [(app, d) for app, objs in bundle_render.steady.items() for d in objs]
     docs += [("argocd/bundle", d) for d in bundle_bootstrap + bundle_apps]
     return docs
 
 
-def test_rendered_builtin_kinds_pass_strict_kubernetes_schemas(rendered, bundle_bootstrap, bundle_apps):
-    failures, checked = [], 0
-    for chart, doc in _all_rendered(rendered, bundle_bootstrap, bundle_apps):
+def test_rendered_builtin_kinds_pass_strict_kubernetes_schemas(rendered, bundle_render, bundle_bootstrap, bundle_apps):
+    failures, checked, seen = [], 0, set()
+    for chart, doc in _all_rendered(bundle_render, bundle_bootstrap, bundle_apps):
         if doc["apiVersion"].split("/")[0] in CR_GROUPS:
             continue
+        # Most objects are the same in both passes: validate each distinct one once.
+        key = json.dumps(doc, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
         checked += 1
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -112,27 +127,65 @@ def _validate_crs(docs: list[dict]) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def _optional_renders(workspace) -> list[dict]:
+def _optional_renders(workspace, argo_apps, steady_apis, ours_only=False) -> list[dict]:
     """Objects that only non-default values render: TLS on the gateway, the profiler's PodMonitor."""
     docs = []
-    for chart, sets in (("kalypso-istio", ["ingressGateway.tls.enabled=true"]),
-                        ("kalypso-profiler", ["podMonitor.enabled=true"])):
-        out = chartlib.helm_template(workspace.staged[chart], chart, "x", set_values=sets)
+    for app, sets in (("kalypso-istio", ["ingressGateway.tls.enabled=true"]),
+                      ("kalypso-profiler", ["podMonitor.enabled=true"])):
+        out = chartlib.argo_template(workspace.staged[app], argo_apps[app], steady_apis, workspace.dir,
+                                     set_values=sets)
         assert out.returncode == 0, out.stderr
-        docs += chartlib.load_all(out.stdout)
+        docs += [d for src, d in chartlib.load_all_with_sources(out.stdout)
+                 if not (ours_only and chartlib.from_subchart(src))]
     return docs
 
 
-def test_custom_resources_pass_their_crd_schemas(workspace, rendered, bundle_bootstrap, bundle_apps):
-    docs = [d for _, d in _all_rendered(rendered, bundle_bootstrap, bundle_apps)]
-    docs += _optional_renders(workspace)
-    crs = [d for d in docs if d["apiVersion"].split("/")[0] in CR_GROUPS]
+def _custom_resources(bundle_render, bundle_bootstrap, bundle_apps, extra=()):
+    docs = [d for _, d in _all_rendered(bundle_render, bundle_bootstrap, bundle_apps)] + list(extra)
+    return [d for d in docs if d["apiVersion"].split("/")[0] in CR_GROUPS]
+
+
+def test_custom_resources_pass_their_published_models(workspace, argo_apps, steady_apis, rendered,
+                                                      bundle_render, bundle_bootstrap, bundle_apps):
+    crs = _custom_resources(bundle_render, bundle_bootstrap, bundle_apps,
+                            _optional_renders(workspace, argo_apps, steady_apis))
     kinds = {d["kind"] for d in crs}
     # Every family the bundle renders is covered: Argo CD, Istio, cert-manager, prometheus-operator.
     assert {"AppProject", "Application", "Gateway", "VirtualService", "Certificate", "Issuer",
             "PodMonitor"} <= kinds, kinds
     bad = [r for r in _validate_crs(crs) if r["error"]]
     assert not bad, json.dumps(bad, indent=1)
+
+
+@pytest.fixture(scope="module")
+def real_crd_schemas(rendered):
+    return crdschema.schemas([d for docs in rendered.values() for d in docs
+                              if d["kind"] == "CustomResourceDefinition"])
+
+
+def test_custom_resources_pass_the_schemas_of_the_crds_the_bundle_installs(
+        workspace, argo_apps, steady_apis, rendered, real_crd_schemas, bundle_render, bundle_bootstrap, bundle_apps):
+    if not real_crd_schemas:
+        pytest.skip("no real CRDs rendered here (no upstream subcharts)")
+    crs = _custom_resources(bundle_render, bundle_bootstrap, bundle_apps,
+                            _optional_renders(workspace, argo_apps, steady_apis))
+    checked, failures = set(), []
+    for cr in crs:
+        schema = real_crd_schemas.get((cr["apiVersion"], cr["kind"]))
+        if schema is None:
+            continue  # Argo CD and prometheus-operator kinds: their CRDs are not part of the bundle
+        checked.add(cr["kind"])
+        failures += [f"{cr['kind']}/{cr['metadata']['name']}: {e}" for e in crdschema.errors(cr, schema)]
+    assert {"Gateway", "VirtualService", "Certificate", "Issuer"} <= checked, checked
+    assert not failures, "\n".join(failures)
+
+
+def test_crd_schema_check_rejects_an_unknown_field(real_crd_schemas):
+    if not real_crd_schemas:
+        pytest.skip("no real CRDs rendered here (no upstream subcharts)")
+    gateway = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "x"},
+               "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80}, "hostz": []}]}}
+    assert crdschema.errors(gateway, real_crd_schemas[("networking.istio.io/v1", "Gateway")])
 
 
 def test_cr_validator_rejects_an_invalid_application():
@@ -149,10 +202,44 @@ def test_cr_validator_refuses_unknown_kinds():
 
 # --- checkov ---------------------------------------------------------------------------------
 
-def test_checkov_passes_on_rendered_manifests(workspace, rendered, bundle_bootstrap, bundle_apps, tmp_path):
-    for chart, objs in rendered.items():
-        (tmp_path / f"{chart}.yaml").write_text(yaml.safe_dump_all(objs))
-    (tmp_path / "optional.yaml").write_text(yaml.safe_dump_all(_optional_renders(workspace)))
+# On objects an upstream subchart renders, only these checks are enforced: the ones the bundle can
+# and must get right through values (requests, so that scheduling on a small node is predictable;
+# no host namespaces, privileged containers, docker socket or SYS_ADMIN; nothing in the default
+# namespace; nobody reading every Secret of the cluster). The rest (limits, UIDs, seccomp, probes
+# of upstream pods) are the upstream charts' own defaults, which the bundle does not rewrite.
+UPSTREAM_ENFORCED = {"CKV_K8S_10", "CKV_K8S_12", "CKV_K8S_16", "CKV_K8S_17", "CKV_K8S_18",
+                     "CKV_K8S_19", "CKV_K8S_21", "CKV_K8S_27", "CKV_K8S_39", "CKV2_K8S_5"}
+
+
+@pytest.fixture(scope="module")
+def checkov_findings(workspace, argo_apps, steady_apis, rendered, bundle_render, tmp_path_factory):
+    """checkov on every rendered object, ours and upstream apart: [(ours, check, resource)]."""
+    root = tmp_path_factory.mktemp("checkov")
+    for sub in ("ours", "upstream"):
+        (root / sub).mkdir()
+    for app, objs in rendered.items():
+        objs = [d for d in objs if d["kind"] != "CustomResourceDefinition"]
+        ours = bundle_render.ours(objs)
+        (root / "ours" / f"{app}.yaml").write_text(yaml.safe_dump_all(ours))
+        (root / "upstream" / f"{app}.yaml").write_text(yaml.safe_dump_all([d for d in objs if d not in ours]))
+    (root / "ours" / "optional.yaml").write_text(
+        yaml.safe_dump_all(_optional_renders(workspace, argo_apps, steady_apis, ours_only=True)))
     result = run(["checkov", "--skip-download", "--quiet", "--compact", "--framework", "kubernetes",
-                  "--config-file", str(REPO / "tests/charts/checkov.yaml"), "-d", str(tmp_path)])
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+                  "--config-file", str(REPO / "tests/charts/checkov.yaml"), "-o", "json", "-d", str(root)])
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    return [(f["file_path"].lstrip("/").startswith("ours/"), f["check_id"],
+             f"{f['file_path']} {f['resource']}: {f['check_name']}")
+            for r in reports for f in r["results"]["failed_checks"]]
+
+
+def test_checkov_passes_on_the_objects_our_templates_render(checkov_findings):
+    ours = [text for is_ours, _, text in checkov_findings if is_ours]
+    assert not ours, "\n".join(ours)
+
+
+def test_checkov_enforced_checks_pass_on_upstream_objects(checkov_findings):
+    upstream = [f"{check} {text}" for is_ours, check, text in checkov_findings
+                if not is_ours and check in UPSTREAM_ENFORCED]
+    assert not upstream, "\n".join(upstream)

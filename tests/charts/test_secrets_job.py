@@ -90,9 +90,18 @@ def api():
     fake.close()
 
 
-def _job_parts(docs):
+def _credentials_job(docs):
+    """kalypso-lib's Job: the one that mounts the ConfigMap holding kalypso_secrets.py (the real
+    subcharts render Jobs of their own, such as MinIO's post-job)."""
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "kalypso_secrets.py" in d.get("data", {})]
-    (job,) = [d for d in docs if d["kind"] == "Job"]
+    (job,) = [d for d in docs if d["kind"] == "Job" and any(
+        v.get("configMap", {}).get("name") == cm["metadata"]["name"]
+        for v in d["spec"]["template"]["spec"].get("volumes", []))]
+    return cm, job
+
+
+def _job_parts(docs):
+    cm, job = _credentials_job(docs)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     return cm["data"]["kalypso_secrets.py"], env
 
@@ -165,7 +174,7 @@ def test_grafana_admin_password_is_generated(tmp_path, api, rendered):
 def test_job_runs_before_the_release_and_can_touch_only_its_secrets(rendered):
     for chart in ("kalypso-minio", "kalypso-mimir", "kalypso-grafana"):
         docs = rendered[chart]
-        (job,) = [d for d in docs if d["kind"] == "Job"]
+        _, job = _credentials_job(docs)
         assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         role = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == job["metadata"]["name"]][0]
         named = [r for r in role["rules"] if "resourceNames" in r]
