@@ -9,6 +9,7 @@ table is itself checked against the real render of every chart that has one.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -124,13 +125,89 @@ def test_consumers_s3_wiring_matches_minio(chart_values, namespaces, rendered):
     assert set(users) == {c["name"] for c in minio["consumers"]}
 
 
-def test_grafana_route_attaches_to_the_gateway_that_istio_renders(chart_values, namespaces, rendered):
+def test_grafana_route_attaches_to_the_gateway_that_istio_renders(chart_values, namespaces, rendered, workspace):
     gw_ns, gw_name = chart_values["kalypso-grafana"]["route"]["gateway"].split("/")
     assert gw_ns == namespaces["kalypso-istio"]
     gateways = [d for d in rendered["kalypso-istio"] if d["kind"] == "Gateway"]
     assert [g["metadata"]["name"] for g in gateways] == [gw_name]
     selector = gateways[0]["spec"]["selector"]
     assert selector == {"istio": chart_values["kalypso-istio"]["gateway"]["name"].removeprefix("istio-")}
+    if "gateway" not in workspace.sources["kalypso-istio"].real:
+        pytest.skip("the gateway's pods are only known from the real chart")
+    # The pods that the real gateway chart creates carry every label the Gateway selects on.
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in rendered["kalypso-istio"]
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == chart_values["kalypso-istio"]["gateway"]["name"]]
+    assert pods, "no gateway Deployment rendered"
+    assert selector.items() <= pods[0].items(), (selector, pods[0])
+    # and no other pod of the bundle does (istiod must not be picked as a gateway)
+    others = [d["metadata"]["name"] for docs in rendered.values() for d in docs
+              if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+              and d["metadata"]["name"] != chart_values["kalypso-istio"]["gateway"]["name"]
+              and selector.items() <= d["spec"]["template"]["metadata"].get("labels", {}).items()]
+    assert not others, others
+
+
+def _secrets_spec(docs) -> dict:
+    for d in docs:
+        if d["kind"] == "Job":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                for e in c.get("env", []):
+                    if e["name"] == "KALYPSO_SECRETS_SPEC":
+                        return json.loads(e["value"])
+    raise AssertionError("no credentials Job")
+
+
+def _containers(docs):
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                yield d, c
+
+
+def test_generated_credentials_reach_minio_and_every_consumer_in_the_real_render(
+        chart_values, namespaces, rendered, workspace):
+    minio_docs = rendered["kalypso-minio"]
+    generated = {g["name"]: g["keys"] for g in _secrets_spec(minio_docs)["generate"]}
+    consumers = chart_values["kalypso-minio"]["consumers"]
+    assert {f"s3-{c['name']}" for c in consumers} | {"minio-root"} == set(generated)
+    if "minio" not in workspace.sources["kalypso-minio"].real:
+        pytest.skip("MinIO's own objects are only known from the real chart")
+    # MinIO's root login comes from the generated Secret, key by key.
+    (_, server), = [(d, c) for d, c in _containers(minio_docs) if d["metadata"]["name"] == "minio"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    for var, key in (("MINIO_ROOT_USER", "rootUser"), ("MINIO_ROOT_PASSWORD", "rootPassword")):
+        assert refs[var]["name"] == "minio-root" and refs[var]["key"] in generated["minio-root"], var
+    # MinIO's post-install Job makes each consumer's user from that consumer's generated key.
+    (job,) = [d for d in minio_docs if d["kind"] == "Job" and d["metadata"]["name"] == "minio-post-job"]
+    projected = {src["secret"]["name"]: [i["key"] for i in src["secret"].get("items", [])]
+                 for v in job["spec"]["template"]["spec"]["volumes"] if "projected" in v
+                 for src in v["projected"]["sources"] if "secret" in src}
+    (script,) = [d["data"]["add-user"] for d in minio_docs if d["kind"] == "ConfigMap" and "add-user" in d.get("data", {})]
+    for c in consumers:
+        assert projected.get(f"s3-{c['name']}") == ["secretKey"], c["name"]
+        assert f"echo {c['name']} > $MINIO_ACCESSKEY_SECRETKEY_TMP" in script, c["name"]
+        assert f"/config/secrets/s3-{c['name']}/secretKey" in script, c["name"]
+    # Each consumer copies its key into its namespace and its S3 clients read it from there.
+    for c in consumers:
+        chart = f"kalypso-{c['name']}"
+        docs = rendered[chart]
+        (copy,) = _secrets_spec(docs)["copy"]
+        secret = chart_values[chart]["s3"]["secretName"]
+        assert (copy["fromNamespace"], copy["fromName"], copy["name"]) == (namespaces["kalypso-minio"], f"s3-{c['name']}", secret)
+        assert set(copy["keys"].values()) <= set(generated[f"s3-{c['name']}"]), chart
+        if workspace.sources[chart].placeholders:
+            continue  # its workloads are only known from the real chart
+        config = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in d.get("data", {}).values())
+        assert "minio.minio.svc.cluster.local:9000" in config, chart
+        for bucket in c["buckets"]:
+            assert bucket in config, f"{chart}: bucket {bucket} is in no config"
+        servers = [(d, k) for d, k in _containers(docs) if any("-config.file" in str(a) for a in k.get("args", []))]
+        assert servers, chart
+        for d, k in servers:
+            env_from = [e.get("secretRef", {}).get("name") for e in k.get("envFrom", [])]
+            assert secret in env_from, f"{chart} {d['metadata']['name']}/{k['name']} lacks envFrom {secret}"
+            if "${AWS_ACCESS_KEY_ID}" in config:
+                assert "-config.expand-env=true" in k["args"], f"{chart} {d['metadata']['name']}: ${{}} would stay literal"
 
 
 def test_documented_upstream_services_match_the_real_render(chart_values, namespaces, rendered, workspace):

@@ -173,3 +173,16 @@ def test_deploy_doc_answers_each_of_the_13_manual_steps():
     assert [int(n) for n, _ in items] == list(range(1, 14)), items
     for needle in ("Install with Argo CD", "Install with helm"):
         assert f"## {needle}" in text
+
+
+def test_no_container_gets_the_same_argument_twice(rendered):
+    """A flag the chart already passes and a value adds again (Loki's -config.expand-env) reads
+    as configuration and is not."""
+    twice = []
+    for app, docs in rendered.items():
+        for doc in docs:
+            pod = (doc.get("spec") or {}).get("template", {}).get("spec") or {}
+            for c in pod.get("containers", []) + pod.get("initContainers", []):
+                args = [a for a in c.get("args", []) if isinstance(a, str) and a.startswith("-")]
+                twice += [f"{app} {doc['metadata']['name']}/{c['name']}: {a}" for a in set(args) if args.count(a) > 1]
+    assert not twice, twice
