@@ -67,6 +67,7 @@ pub fn run(_opts: &Options) -> Result<()> {
     let work = super::work_dir().join("arm64-host");
     std::fs::create_dir_all(&work)?;
     let _ = std::fs::remove_dir_all(work.join("hello"));
+    let ulimits = super::engine::podman_ulimits(&image)?;
     let mut cmd = Command::new("podman");
     cmd.args([
         "run",
@@ -76,7 +77,8 @@ pub fn run(_opts: &Options) -> Result<()> {
         "--runtime",
         "runc",
     ])
-    .args(["--ulimit", "host", "--network", "host"])
+    .args(&ulimits)
+    .args(["--network", "host"])
     .arg("--volume")
     .arg(format!("{}:/src", workspace_root().display()))
     .arg("--volume")
@@ -91,6 +93,7 @@ pub fn run(_opts: &Options) -> Result<()> {
         ]);
     }
     cmd.args([&image, "bash", "-c", SCRIPT]);
+    eprintln!("arm64-host: podman run with {}", ulimits.join(" "));
     let out = cmd.output().context("running podman")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text

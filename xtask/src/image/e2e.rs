@@ -21,6 +21,13 @@ use super::base::{self, BUILDER_BASE, RUNTIME_BASE};
 use super::podspec::{self, Host, SeccompDefault};
 use crate::setup::{self, workspace_root};
 
+/// `--ulimit` arguments every `podman run` here takes ([`super::engine::podman_ulimits`]).
+static ULIMITS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn ulimits() -> &'static [String] {
+    ULIMITS.get().map_or(&[], Vec::as_slice)
+}
+
 const WORKLOAD_IMAGE: &str = "localhost/kalypso-e2e/workload:latest";
 /// Function names in tests/image/workload/workload.c.
 const WORKLOAD_FUNCTIONS: &[&str] = &[
@@ -82,6 +89,7 @@ pub fn run(opts: &Options) -> Result<()> {
         built.tag
     };
     build_workload()?;
+    let _ = ULIMITS.set(super::engine::podman_ulimits(WORKLOAD_IMAGE)?);
     let mut cleanup = Cleanup::default();
 
     let out = dir.join("requests.jsonl");
@@ -290,8 +298,8 @@ fn seccomp_refusal(ds: &Value, host: &Host) -> Result<()> {
         runtime_default_seccomp: SeccompDefault::Podman,
     };
     let spec = podspec::from_daemonset(ds, &podman_host)?;
-    let mut args: Vec<&str> = vec!["run", "--rm", "--runtime", "runc", "--ulimit", "host"];
-    args.extend(["--network", "host"]);
+    let mut args: Vec<&str> = vec!["run", "--rm", "--runtime", "runc", "--network", "host"];
+    args.extend(ulimits().iter().map(String::as_str));
     args.extend(spec.args.iter().map(String::as_str));
     args.push(&spec.image);
     let out = Command::new("timeout")
@@ -369,7 +377,8 @@ fn contains_cstr(haystack: &[u8], name: &str) -> bool {
 
 fn podman_run_detached(args: &[&str]) -> Result<String> {
     let out = Command::new("podman")
-        .args(["run", "-d", "--runtime", "runc", "--ulimit", "host"])
+        .args(["run", "-d", "--runtime", "runc"])
+        .args(ulimits())
         .args(args)
         .output()?;
     ensure!(

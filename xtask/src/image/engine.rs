@@ -144,6 +144,67 @@ fn require(engine: Engine, command: &str) -> Result<Engine> {
     Ok(engine)
 }
 
+/// `--ulimit` arguments for `podman run` that runc can apply. On these machines podman's
+/// `--ulimit host` (and its defaults) ask for more than conmon's own hard limits, and runc fails
+/// with `error setting rlimit type 7: operation not permitted`; what conmon has is what a
+/// container can get, so that is read from a probe container's conmon and asked for.
+pub fn podman_ulimits(image: &str) -> Result<Vec<String>> {
+    let low = [
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let out = Command::new("podman")
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--network",
+            "none",
+        ])
+        .args(low)
+        .args([image, "sleep", "30"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "podman cannot start a probe container from {image}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let conmon = Command::new("podman")
+        .args(["inspect", "-f", "{{.State.ConmonPid}}", &id])
+        .output()?;
+    let pid = String::from_utf8_lossy(&conmon.stdout).trim().to_string();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let _ = Command::new("podman")
+        .args(["rm", "-f", "-t", "0", &id])
+        .stdout(std::process::Stdio::null())
+        .status();
+    let hard = |label: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(label))
+            .and_then(|l| l.split_whitespace().rev().nth(1).map(str::to_string))
+    };
+    let mut args = Vec::new();
+    for (label, name) in [("Max open files", "nofile"), ("Max processes", "nproc")] {
+        let Some(max) = hard(label) else {
+            bail!("cannot read conmon's limits (/proc/{pid}/limits)");
+        };
+        let max = if max == "unlimited" {
+            "-1".to_string()
+        } else {
+            max
+        };
+        args.extend(["--ulimit".to_string(), format!("{name}={max}:{max}")]);
+    }
+    Ok(args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
