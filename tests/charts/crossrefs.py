@@ -105,9 +105,25 @@ def refs_in_values(chart_values: dict[str, dict], bundle_values: dict) -> list[R
     return refs
 
 
+def _strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
 def refs_in_rendered(rendered: dict[str, list[dict]]) -> list[Ref]:
+    """URLs in every string of every rendered object (config files are strings inside ConfigMaps)."""
     refs = []
     for chart, docs in rendered.items():
         for doc in docs:
-            refs += find_refs(f"rendered {chart} {doc['kind']}/{doc['metadata']['name']}", yaml.safe_dump(doc))
+            source = f"rendered {chart} {doc['kind']}/{doc['metadata']['name']}"
+            for text in _strings(doc):
+                if ".svc" in text:
+                    refs += find_refs(source, text)
     return refs

