@@ -130,8 +130,16 @@ fn found_by_debug_link_under_the_process_root_and_checked_by_crc() {
 fn a_stripped_process_is_symbolized_from_its_debug_file() {
     let s = split(true);
     // Beside the binary, where the debug link's first candidate is.
-    let mut child = Command::new(&s.binary).spawn().unwrap();
-    let pid = Pid(child.id());
+    // Killed however the test ends: the program spins for ever.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Reap(Command::new(&s.binary).spawn().unwrap());
+    let pid = Pid(child.0.id());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut table = ProcessTable::default();
     table.refresh(pid).unwrap();
@@ -156,8 +164,7 @@ fn a_stripped_process_is_symbolized_from_its_debug_file() {
         .collect();
     let mut sym = Symbolizer::new();
     let frames = sym.user(&object, &offsets);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         frames
             .iter()
