@@ -386,3 +386,21 @@ def test_istio_gateway_pods_come_after_istiod_answers(rendered, workspace):
     assert _in_app_wave(gateway[0]) > first
     (gw_resource,) = [d for d in docs if d["kind"] == "Gateway"]
     assert _in_app_wave(gw_resource) > first
+
+
+def test_every_object_lands_in_a_namespace_the_project_allows(bundle_bootstrap, rendered):
+    (project,) = [d for d in bundle_bootstrap if d["kind"] == "AppProject"]
+    allowed = {d["namespace"] for d in project["spec"]["destinations"]}
+    outside = [f"{app} {d['kind']}/{d['metadata']['name']}: {d['metadata']['namespace']}"
+               for app, docs in rendered.items() for d in docs
+               if d["kind"] not in chartlib.CLUSTER_SCOPED and d["metadata"]["namespace"] not in allowed]
+    assert not outside, "\n".join(outside)
+
+
+def test_objects_too_big_for_client_side_apply_are_applied_server_side(rendered, argo_apps):
+    """kubectl's last-applied annotation is limited to 256 KiB: larger objects (CRDs) fail a
+    client-side apply, so their Application must sync with ServerSideApply=true."""
+    big = [(app, d["kind"], d["metadata"]["name"]) for app, docs in rendered.items() for d in docs
+           if len(json.dumps(d, separators=(",", ":"))) > 256 * 1024]
+    wrong = [b for b in big if "ServerSideApply=true" not in argo_apps[b[0]].sync_options]
+    assert not wrong, wrong
