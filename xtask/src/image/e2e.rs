@@ -43,6 +43,9 @@ pub struct Options {
     /// Use the image already built under the chart's default name instead of building it.
     #[arg(long)]
     pub no_build: bool,
+    /// The chart to render (default: charts/kalypso-profiler), e.g. a modified copy.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
 }
 
 /// Containers and processes this test started, removed whatever happens.
@@ -96,7 +99,11 @@ pub fn run(opts: &Options) -> Result<()> {
     let (receiver, port) = start_receiver(&out)?;
     cleanup.receiver = Some(receiver);
     let metrics_port = free_port()?;
-    let ds = render_daemonset(&tools, port, metrics_port)?;
+    let chart = opts
+        .chart
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("charts/kalypso-profiler"));
+    let ds = render_daemonset(&tools, &chart, port, metrics_port)?;
     let host = Host {
         node_name: hostname(),
         scratch: dir.join("volumes"),
@@ -221,17 +228,18 @@ fn chart_tools() -> Result<ChartTools> {
     })
 }
 
-fn render_daemonset(tools: &ChartTools, otlp_port: u16, metrics_port: u16) -> Result<Value> {
+fn render_daemonset(
+    tools: &ChartTools,
+    chart: &Path,
+    otlp_port: u16,
+    metrics_port: u16,
+) -> Result<Value> {
     let root = workspace_root();
     let yaml = Command::new(&tools.helm)
         .current_dir(&root)
-        .args([
-            "template",
-            "kalypso-profiler",
-            "charts/kalypso-profiler",
-            "--namespace",
-            "kalypso",
-        ])
+        .args(["template", "kalypso-profiler"])
+        .arg(chart)
+        .args(["--namespace", "kalypso"])
         .args([
             "--set",
             &format!("agent.otlpEndpoint=http://127.0.0.1:{otlp_port}"),
