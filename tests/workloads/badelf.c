@@ -2,6 +2,8 @@
  * program's own file up to the end of spin() into two files, and makes each bad: TRUNCATED keeps
  * the ELF header but loses everything after spin() (section headers, symbols, .eh_frame),
  * GARBAGE also gets absurd header fields (section and program header offsets, counts and sizes).
+ * Both copies get a build id of their own (this program's, inverted): they are different files,
+ * and a profiler that finds the intact notes must not take them for this program.
  * Each file is mapped executable, and spin() is also copied into anonymous memory (as a JIT
  * would); the three copies are called in turn, so samples land in each.
  * Usage: badelf TRUNCATED GARBAGE  (prints `ready`; runs until killed) */
@@ -49,6 +51,38 @@ static long file_offset_of(void *addr) {
     return 0;
 }
 
+/* Inverts the descriptor of every GNU build-id note the first LENGTH bytes hold. */
+static void give_own_build_id(char *buf, long length) {
+    Elf64_Ehdr *h = (Elf64_Ehdr *)buf;
+    for (int i = 0; i < h->e_phnum; i++) {
+        long at = (long)h->e_phoff + (long)i * h->e_phentsize;
+        if (at + (long)sizeof(Elf64_Phdr) > length) {
+            break;
+        }
+        Elf64_Phdr *ph = (Elf64_Phdr *)(buf + at);
+        if (ph->p_type != PT_NOTE || ph->p_offset + ph->p_filesz > (uint64_t)length) {
+            continue;
+        }
+        uint64_t off = ph->p_offset;
+        uint64_t end = ph->p_offset + ph->p_filesz;
+        while (off + sizeof(Elf64_Nhdr) <= end) {
+            Elf64_Nhdr *n = (Elf64_Nhdr *)(buf + off);
+            uint64_t name = off + sizeof(Elf64_Nhdr);
+            uint64_t desc = name + ((n->n_namesz + 3) & ~3u);
+            uint64_t next = desc + ((n->n_descsz + 3) & ~3u);
+            if (next > end) {
+                break;
+            }
+            if (n->n_type == NT_GNU_BUILD_ID && n->n_namesz == 4 && memcmp(buf + name, "GNU", 4) == 0) {
+                for (uint32_t b = 0; b < n->n_descsz; b++) {
+                    buf[desc + b] = (char)~buf[desc + b];
+                }
+            }
+            off = next;
+        }
+    }
+}
+
 static void write_copy(const char *path, long length, int garbage) {
     char *buf = malloc(length);
     int in = open("/proc/self/exe", O_RDONLY);
@@ -56,6 +90,7 @@ static void write_copy(const char *path, long length, int garbage) {
         die("reading /proc/self/exe");
     }
     close(in);
+    give_own_build_id(buf, length);
     if (garbage) {
         Elf64_Ehdr *h = (Elf64_Ehdr *)buf;
         h->e_phoff = 0x7ffffffffffff000ULL;
