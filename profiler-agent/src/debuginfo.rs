@@ -1,8 +1,7 @@
 //! Separate debug files (Debian's `-dbg`/`-dbgsym` packages, Fedora's debuginfo): found by build id
 //! (`.build-id/xx/rest.debug`) and by `.gnu_debuglink` (name + CRC-32), under the profiled
 //! process's own root (`/proc/PID/root/usr/lib/debug`, so a container's debug files are used for
-//! that container's binaries) and under the host's debug directory, which the DaemonSet mounts
-//! read-only at [`HOST_DEBUG_DIR`].
+//! that container's binaries) and under the node's own debug directory, [`HOST_DEBUG_DIR`].
 //!
 //! blazesym 0.2.7 follows `.gnu_debuglink` itself, but only in directories fixed when the
 //! symbolizer is built and only as seen from the agent's own mount namespace (it canonicalizes
@@ -18,8 +17,12 @@ use object::read::ReadCache;
 use crate::elf::Pread;
 use crate::types::{BuildId, FileOffset, Pid};
 
-/// Where the DaemonSet mounts the node's `/usr/lib/debug` (read-only hostPath).
-pub const HOST_DEBUG_DIR: &str = "/host/usr/lib/debug";
+/// The node's `/usr/lib/debug`, through the root of the node's init: the DaemonSet shares the
+/// host's PID namespace (as every node-wide profiler must), so PID 1 is the node's init and its
+/// root the node's filesystem. No hostPath volume is needed, and a node without the directory
+/// (an immutable OS) starts the pod all the same. On a host, outside a container, this is
+/// `/usr/lib/debug` itself.
+pub const HOST_DEBUG_DIR: &str = "/proc/1/root/usr/lib/debug";
 
 /// A debug file for one mapped ELF file, and how to address it.
 #[derive(Clone, Debug)]
@@ -116,53 +119,14 @@ fn file_crc32(path: &Path) -> Option<u32> {
     if !f.metadata().ok()?.is_file() {
         return None;
     }
-    let mut crc = Crc32::default();
+    let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         match f.read(&mut buf) {
-            Ok(0) => return Some(crc.finish()),
+            Ok(0) => return Some(crc.finalize()),
             Ok(n) => crc.update(&buf[..n]),
             Err(_) => return None,
         }
-    }
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-struct Crc32(u32);
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        Crc32(0xffff_ffff)
-    }
-}
-
-impl Crc32 {
-    fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xff) as usize] ^ (self.0 >> 8);
-        }
-    }
-    fn finish(&self) -> u32 {
-        !self.0
     }
 }
 

@@ -175,8 +175,16 @@ fn a_stripped_process_is_symbolized_from_its_debug_file() {
 }
 
 #[test]
-fn crc32_matches_the_standard_check_value() {
-    let mut c = Crc32::default();
-    c.update(b"123456789");
-    assert_eq!(c.finish(), 0xcbf4_3926);
+fn a_file_crc_is_the_standard_crc32_of_all_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("check");
+    std::fs::write(&small, b"123456789").unwrap();
+    assert_eq!(file_crc32(&small), Some(0xcbf4_3926));
+    // Longer than one read buffer: every chunk counts.
+    let big = dir.path().join("big");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&big, &bytes).unwrap();
+    assert_eq!(file_crc32(&big), Some(crc32fast::hash(&bytes)));
+    assert_eq!(file_crc32(dir.path()), None, "a directory has no CRC");
+    assert_eq!(file_crc32(&dir.path().join("missing")), None);
 }

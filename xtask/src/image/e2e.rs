@@ -5,7 +5,9 @@
 //!
 //! Checked: the workload's `container.id` (podman's 64-hex id) on its resource; its own function
 //! names, which exist only inside its container; glibc frames named from the libc6-dbg debug file
-//! inside that container (names absent from its libc.so.6); `/healthz`; a last export after SIGTERM
+//! inside that container (names absent from its libc.so.6); the functions of a stripped binary in a
+//! second container, named from a debug file only the node's `/usr/lib/debug` has (the agent reads
+//! it through `/proc/1/root`, no volume); `/healthz`; a last export after SIGTERM
 //! within `terminationGracePeriodSeconds`; and, under podman's own seccomp profile (what CRI-O and
 //! podman nodes apply as RuntimeDefault), the one-line seccomp error.
 use std::io::{BufRead, BufReader, Read, Write};
@@ -48,11 +50,19 @@ pub struct Options {
     pub chart: Option<PathBuf>,
 }
 
-/// Containers and processes this test started, removed whatever happens.
+/// The stripped workload binary and where its debug file lives inside the workload image.
+const STRIPPED_BINARY: &str = "/usr/local/bin/kalypso-e2e-stripped";
+const NODE_DEBUG_IN_IMAGE: &str = "/usr/local/share/kalypso-e2e/node-debug/.build-id";
+/// The node's debug directory, where the test puts that debug file for the run.
+const NODE_DEBUG_DIR: &str = "/usr/lib/debug/.build-id";
+
+/// Containers, processes and host files this test made, removed whatever happens.
 #[derive(Default)]
 struct Cleanup {
     containers: Vec<String>,
     receiver: Option<Child>,
+    /// Files, then directories, created on the host (removed in reverse order).
+    host_paths: Vec<PathBuf>,
 }
 
 impl Drop for Cleanup {
@@ -67,6 +77,13 @@ impl Drop for Cleanup {
         if let Some(child) = &mut self.receiver {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for p in self.host_paths.iter().rev() {
+            let _ = if p.is_dir() {
+                std::fs::remove_dir(p)
+            } else {
+                std::fs::remove_file(p)
+            };
         }
     }
 }
@@ -130,6 +147,17 @@ pub fn run(opts: &Options) -> Result<()> {
         "podman gave container id {workload:?}"
     );
     let debug_only = debug_only_libc_names(&workload)?;
+    let stripped = podman_run_detached(&[
+        "--name",
+        &format!("kalypso-e2e-stripped-{suffix}"),
+        "--network",
+        "none",
+        "--entrypoint",
+        STRIPPED_BINARY,
+        WORKLOAD_IMAGE,
+    ])?;
+    cleanup.containers.push(stripped.clone());
+    install_node_debug_file(&stripped, &dir, &mut cleanup.host_paths)?;
 
     seccomp_refusal(&ds, &host)?;
 
@@ -171,6 +199,24 @@ pub fn run(opts: &Options) -> Result<()> {
         },
     )?;
     let (request, stacks) = found.expect("waited for it");
+    wait_for(
+        EXPORT_WAIT,
+        "an export naming the stripped workload's functions",
+        &agent,
+        || {
+            let stripped_functions: std::collections::BTreeSet<String> = read_requests(&out)
+                .iter()
+                .filter_map(|req| workload_stacks(req, &stripped))
+                .flat_map(|s| s.functions)
+                .collect();
+            WORKLOAD_FUNCTIONS
+                .iter()
+                .all(|f| stripped_functions.contains(*f))
+        },
+    )?;
+    eprintln!(
+        "image-test: the stripped binary in container {stripped} is named from the node's {NODE_DEBUG_DIR}: {WORKLOAD_FUNCTIONS:?}"
+    );
     let libc_debug: Vec<&String> = stacks
         .libc_functions
         .iter()
@@ -374,6 +420,64 @@ fn debug_only_libc_names(container: &str) -> Result<Vec<String>> {
         "the container's libc.so.6 names __libc_start_call_main itself: it proves nothing about debug files"
     );
     Ok(names)
+}
+
+/// Copies the stripped workload's debug file out of its container into the node's
+/// `/usr/lib/debug/.build-id` (recording what it creates, for removal), after checking that the
+/// binary itself carries none of the names, so that only that file can give them.
+fn install_node_debug_file(container: &str, dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+    let binary = dir.join("stripped-binary");
+    setup::run_checked(
+        Command::new("podman")
+            .args(["cp", &format!("{container}:{STRIPPED_BINARY}")])
+            .arg(&binary),
+    )?;
+    let bytes = std::fs::read(&binary)?;
+    ensure!(
+        WORKLOAD_FUNCTIONS.iter().all(|f| !contains_cstr(&bytes, f)),
+        "{STRIPPED_BINARY} is not stripped: it names its functions itself"
+    );
+    let copied = dir.join("node-debug");
+    setup::run_checked(
+        Command::new("podman")
+            .args(["cp", &format!("{container}:{NODE_DEBUG_IN_IMAGE}")])
+            .arg(&copied),
+    )?;
+    let mut installed = 0;
+    for sub in std::fs::read_dir(&copied)? {
+        let sub = sub?.path();
+        for file in std::fs::read_dir(&sub)? {
+            let file = file?.path();
+            let rel = file.strip_prefix(&copied)?;
+            let target = Path::new(NODE_DEBUG_DIR).join(rel);
+            ensure!(
+                !target.exists(),
+                "{} already exists on this machine",
+                target.display()
+            );
+            let mut missing: Vec<PathBuf> = target
+                .ancestors()
+                .skip(1)
+                .take_while(|a| !a.exists())
+                .map(Path::to_path_buf)
+                .collect();
+            missing.reverse();
+            for d in missing {
+                std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+                created.push(d);
+            }
+            std::fs::copy(&file, &target)
+                .with_context(|| format!("installing {}", target.display()))?;
+            created.push(target.clone());
+            installed += 1;
+            eprintln!("image-test: node debug file {}", target.display());
+        }
+    }
+    ensure!(
+        installed == 1,
+        "{installed} debug files in {NODE_DEBUG_IN_IMAGE}, expected 1"
+    );
+    Ok(())
 }
 
 fn contains_cstr(haystack: &[u8], name: &str) -> bool {
