@@ -24,10 +24,15 @@ use crate::types::{BuildId, FileOffset, Pid};
 /// `/usr/lib/debug` itself.
 pub const HOST_DEBUG_DIR: &str = "/proc/1/root/usr/lib/debug";
 
-/// A debug file for one mapped ELF file, and how to address it.
+/// A debug file for one mapped ELF file, held open, and how to address it.
 #[derive(Clone, Debug)]
 pub struct DebugFile {
+    /// `/proc/self/fd/N` of the open file: a path under `/proc/PID/root` stops working when that
+    /// process exits, and its samples are symbolized after that as often as before.
     pub path: PathBuf,
+    /// Where it was found, as this agent reached it (for messages).
+    pub found: PathBuf,
+    file: std::sync::Arc<File>,
     /// Executable `PT_LOAD` segments of the *mapped* file: (file offset, virtual address, size).
     /// A debug file's own offsets mean nothing (its code sections are NOBITS), so addresses go
     /// to it as virtual offsets, converted here.
@@ -35,6 +40,11 @@ pub struct DebugFile {
 }
 
 impl DebugFile {
+    /// The open debug file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The virtual offset of a file offset of the mapped file, if it lies in executable code.
     pub fn virt_offset(&self, off: FileOffset) -> Option<u64> {
         self.segments
@@ -57,8 +67,17 @@ pub fn find(pid: Pid, path: &Path, file: &File, build_id: Option<&BuildId>) -> O
     let root = PathBuf::from(format!("/proc/{}/root", pid.0));
     let found = find_in(&root, &debug_dirs(pid), path, file, build_id)?;
     let segments = crate::elf::executable_segments_of(file);
-    (!segments.is_empty()).then_some(DebugFile {
-        path: found,
+    if segments.is_empty() {
+        return None;
+    }
+    let debug = File::open(&found).ok()?;
+    Some(DebugFile {
+        path: PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&debug)
+        )),
+        found,
+        file: std::sync::Arc::new(debug),
         segments,
     })
 }

@@ -302,11 +302,13 @@ fn name_filters_apply_to_a_node_wide_local_profile() {
         ["calltree"],
         "{included:?}"
     );
-    assert!(included["calltree"] > 100, "{included:?}");
+    // Which processes appear is the point, not their share of two CPUs (which other load on the
+    // machine decides): some tens of samples in 3 s show the filter lets the process through.
+    assert!(included["calltree"] > 20, "{included:?}");
     let excluded = roots("--exclude-comm", "^calltree$");
     assert!(!excluded.contains_key("calltree"), "{excluded:?}");
     assert!(
-        excluded.get("threads").is_some_and(|n| *n > 100),
+        excluded.get("threads").is_some_and(|n| *n > 20),
         "{excluded:?}"
     );
 }

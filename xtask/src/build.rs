@@ -73,7 +73,7 @@ fn gnu_triplet(target: &str) -> Result<&'static str> {
 /// Cross-compiling uses Debian's multiarch std for the target (rustup may not download one) and
 /// the matching gcc as linker; `cargo xtask setup --target T` installs both. Where rustup already
 /// has the target's std, rustup's compiler is used instead.
-fn cross_env(cmd: &mut Command, target: &str) -> Result<()> {
+pub(crate) fn cross_env(cmd: &mut Command, target: &str) -> Result<()> {
     let triplet = gnu_triplet(target)?;
     let linker = format!("{triplet}-gcc");
     let target_var = target.to_uppercase().replace('-', "_");
