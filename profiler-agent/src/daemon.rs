@@ -138,6 +138,8 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
         .await
         .map_err(|e| AgentError::Config(e.to_string()))?;
     tracing::info!("serving /metrics and /healthz on {bound}");
+    // Logs, once, where the node's debug files are looked for (or why nowhere).
+    crate::debuginfo::node_debug_dir();
     let mut options = cfg.sampler_options();
     options.tables.wake = Some(Arc::clone(&wake));
     let sampler = BpfSampler::start(options)?;

@@ -1,7 +1,7 @@
 //! Separate debug files (Debian's `-dbg`/`-dbgsym` packages, Fedora's debuginfo): found by build id
 //! (`.build-id/xx/rest.debug`) and by `.gnu_debuglink` (name + CRC-32), under the profiled
 //! process's own root (`/proc/PID/root/usr/lib/debug`, so a container's debug files are used for
-//! that container's binaries) and under the node's own debug directory, [`HOST_DEBUG_DIR`].
+//! that container's binaries) and under the node's own debug directory ([`node_debug_dir`]).
 //!
 //! blazesym 0.2.7 follows `.gnu_debuglink` itself, but only in directories fixed when the
 //! symbolizer is built and only as seen from the agent's own mount namespace (it canonicalizes
@@ -17,12 +17,90 @@ use object::read::ReadCache;
 use crate::elf::Pread;
 use crate::types::{BuildId, FileOffset, Pid};
 
-/// The node's `/usr/lib/debug`, through the root of the node's init: the DaemonSet shares the
-/// host's PID namespace (as every node-wide profiler must), so PID 1 is the node's init and its
-/// root the node's filesystem. No hostPath volume is needed, and a node without the directory
-/// (an immutable OS) starts the pod all the same. On a host, outside a container, this is
-/// `/usr/lib/debug` itself.
+/// Where the node's `/usr/lib/debug` is first looked for: through the root of the node's init. The
+/// DaemonSet shares the host's PID namespace (as every node-wide profiler must), so PID 1 is the
+/// node's init and its root the node's filesystem. No hostPath volume is needed, and a node
+/// without the directory (an immutable OS) starts the pod all the same. On a host, outside a
+/// container, this is `/usr/lib/debug` itself.
 pub const HOST_DEBUG_DIR: &str = "/proc/1/root/usr/lib/debug";
+
+/// The node's `/usr/lib/debug` as this agent reaches it, and how it was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDebugDir {
+    /// `None` when no process in the node's mount namespace lets us see its root.
+    pub dir: Option<PathBuf>,
+    /// One line for the log: which root, or why none.
+    pub how: String,
+}
+
+/// The node's debug directory, resolved once per agent (see [`resolve_node_debug_dir`]).
+pub fn node_debug_dir() -> &'static NodeDebugDir {
+    static DIR: std::sync::OnceLock<NodeDebugDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let found = resolve_node_debug_dir(Path::new("/proc"), std::os::unix::process::parent_id());
+        if found.dir.is_some() {
+            tracing::info!("{}", found.how);
+        } else {
+            tracing::warn!("{}", found.how);
+        }
+        found
+    })
+}
+
+/// PID 1's root when it can be read; else the root of the agent's parent. Some inits cannot be
+/// looked into even with CAP_SYS_PTRACE (a sandbox's init, or one an LSM guards: `readlink
+/// /proc/1/root` fails with EACCES); the agent's parent is then the container runtime's shim
+/// (containerd-shim, conmon), which lives in the node's mount namespace. Without a container, the
+/// parent is the shell that started the agent, whose root is the agent's own.
+pub fn resolve_node_debug_dir(proc: &Path, parent: u32) -> NodeDebugDir {
+    let init = proc.join("1/root");
+    let init_error = match std::fs::read_link(&init) {
+        Ok(_) => {
+            return NodeDebugDir {
+                dir: Some(init.join("usr/lib/debug")),
+                how: format!(
+                    "node debug files: under {}",
+                    init.join("usr/lib/debug").display()
+                ),
+            };
+        }
+        Err(e) => e,
+    };
+    // 0: the parent is outside this PID namespace; 1: the same init again.
+    if parent <= 1 {
+        return NodeDebugDir {
+            dir: None,
+            how: format!(
+                "node debug files are not searched: {}: {init_error}, and the agent has no parent process in this PID namespace",
+                init.display()
+            ),
+        };
+    }
+    let root = proc.join(format!("{parent}/root"));
+    match std::fs::read_link(&root) {
+        Ok(_) => {
+            let comm =
+                std::fs::read_to_string(proc.join(format!("{parent}/comm"))).unwrap_or_default();
+            NodeDebugDir {
+                dir: Some(root.join("usr/lib/debug")),
+                how: format!(
+                    "node debug files: under {} (the agent's parent, {}; {}: {init_error})",
+                    root.join("usr/lib/debug").display(),
+                    comm.trim(),
+                    init.display()
+                ),
+            }
+        }
+        Err(e) => NodeDebugDir {
+            dir: None,
+            how: format!(
+                "node debug files are not searched: {}: {init_error}; {}: {e}",
+                init.display(),
+                root.display()
+            ),
+        },
+    }
+}
 
 /// A debug file for one mapped ELF file, held open, and how to address it.
 #[derive(Clone, Debug)]
@@ -56,10 +134,9 @@ impl DebugFile {
 
 /// The debug directories searched for a file of process `pid`, in order.
 pub fn debug_dirs(pid: Pid) -> Vec<PathBuf> {
-    vec![
-        PathBuf::from(format!("/proc/{}/root/usr/lib/debug", pid.0)),
-        PathBuf::from(HOST_DEBUG_DIR),
-    ]
+    let mut dirs = vec![PathBuf::from(format!("/proc/{}/root/usr/lib/debug", pid.0))];
+    dirs.extend(node_debug_dir().dir.clone());
+    dirs
 }
 
 /// Looks for the debug file of `file` (mapped by `pid` at `path`, as the process sees it).

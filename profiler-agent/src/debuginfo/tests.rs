@@ -194,3 +194,151 @@ fn a_file_crc_is_the_standard_crc32_of_all_its_bytes() {
     assert_eq!(file_crc32(dir.path()), None, "a directory has no CRC");
     assert_eq!(file_crc32(&dir.path().join("missing")), None);
 }
+
+#[test]
+fn the_node_root_is_pid_1s_and_else_the_parents() {
+    let proc = tempfile::tempdir().unwrap();
+    let p = proc.path();
+    std::fs::create_dir_all(p.join("42")).unwrap();
+    std::fs::write(p.join("42/comm"), "conmon\n").unwrap();
+    std::os::unix::fs::symlink("/", p.join("42/root")).unwrap();
+    // PID 1 closed to us (here: absent): the parent's root, and the line says why.
+    let found = resolve_node_debug_dir(p, 42);
+    assert_eq!(found.dir, Some(p.join("42/root/usr/lib/debug")));
+    assert!(found.how.contains("conmon"), "{}", found.how);
+    assert!(found.how.contains(&p.join("1/root").display().to_string()));
+    // No parent in this PID namespace, or the parent is PID 1: nothing searched, said so.
+    for parent in [0, 1] {
+        let none = resolve_node_debug_dir(p, parent);
+        assert_eq!(none.dir, None);
+        assert!(none.how.starts_with("node debug files are not searched"));
+    }
+    // A parent whose root cannot be read either.
+    let none = resolve_node_debug_dir(p, 43);
+    assert_eq!(none.dir, None);
+    assert!(none.how.contains(&p.join("43/root").display().to_string()));
+    // PID 1 readable: its root, whatever the parent.
+    std::fs::create_dir_all(p.join("1")).unwrap();
+    std::os::unix::fs::symlink("/", p.join("1/root")).unwrap();
+    assert_eq!(
+        resolve_node_debug_dir(p, 42).dir,
+        Some(p.join("1/root/usr/lib/debug"))
+    );
+}
+
+/// On this machine the node's root, however it is reached, is the test's own `/`.
+#[test]
+fn the_node_debug_dir_here_is_this_machines() {
+    let found = node_debug_dir();
+    let dir = found
+        .dir
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", found.how));
+    let root = dir.parent().unwrap().parent().unwrap().parent().unwrap();
+    assert_eq!(
+        std::fs::read_link(root).unwrap(),
+        Path::new("/"),
+        "{}",
+        found.how
+    );
+}
+
+/// A process in a mount namespace of its own whose `/usr/lib/debug` is empty, as a container's is,
+/// and its debug file only in this machine's `/usr/lib/debug/.build-id`: only the node's debug
+/// directory can give the names.
+#[test]
+fn a_containers_stripped_binary_is_named_from_the_nodes_debug_directory() {
+    let s = split(false);
+    let hex = s.build_id.to_string();
+    let node = Path::new("/usr/lib/debug");
+    // Removed however the test ends; what it creates, it removes, deepest first.
+    struct Installed(Vec<PathBuf>);
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            for p in self.0.iter().rev() {
+                let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+            }
+        }
+    }
+    let at = node.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..]));
+    let mut installed = Installed(Vec::new());
+    let mut missing: Vec<PathBuf> = at
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    for d in missing {
+        std::fs::create_dir(&d).unwrap();
+        installed.0.push(d);
+    }
+    assert!(!at.exists(), "{} is already installed", at.display());
+    std::fs::copy(&s.debug, &at).unwrap();
+    installed.0.push(at.clone());
+
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // unshare execs sh, which mounts and execs the program: the child's PID is the program's.
+    let child = Reap(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs kalypso-empty /usr/lib/debug && exec \"$0\"")
+            .arg(&s.binary)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = Pid(child.0.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{}/exe", pid.0))
+        .ok()
+        .as_deref()
+        != Some(&s.binary)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let own = PathBuf::from(format!("/proc/{}/root", pid.0)).join(at.strip_prefix("/").unwrap());
+    assert!(!own.exists(), "the process sees the node's /usr/lib/debug");
+
+    let mut table = ProcessTable::default();
+    table.refresh(pid).unwrap();
+    let info = table.get(pid).unwrap();
+    let mapping = info
+        .mappings
+        .iter()
+        .find(|m| m.object.as_ref().is_some_and(|o| o.path == s.binary))
+        .expect("the program's text is mapped")
+        .clone();
+    let object = mapping.object.clone().unwrap();
+    let debug = object.debug.as_ref().expect("its debug file is found");
+    let node_dir = node_debug_dir().dir.clone().unwrap();
+    assert_eq!(
+        debug.found,
+        node_dir.join(at.strip_prefix(node).unwrap()),
+        "{}",
+        node_debug_dir().how
+    );
+    let offsets: Vec<FileOffset> = (mapping.offset.0
+        ..mapping.offset.0 + (mapping.end.0 - mapping.start.0))
+        .step_by(4)
+        .map(FileOffset)
+        .filter(|off| debug.virt_offset(*off).is_some())
+        .collect();
+    let frames = Symbolizer::new().user(&object, &offsets);
+    assert!(
+        frames
+            .iter()
+            .flat_map(|f| f.iter())
+            .any(|f| &*f.function == "kalypso_debuginfo_hidden_static"),
+        "the static function's name, which only the node's debug file has"
+    );
+}

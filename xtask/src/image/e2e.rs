@@ -7,7 +7,7 @@
 //! names, which exist only inside its container; glibc frames named from the libc6-dbg debug file
 //! inside that container (names absent from its libc.so.6); the functions of a stripped binary in a
 //! second container, named from a debug file only the node's `/usr/lib/debug` has (the agent reads
-//! it through `/proc/1/root`, no volume); `/healthz`; a last export after SIGTERM
+//! it through `/proc/1/root`, or its parent's root where PID 1 is closed; no volume); `/healthz`; a last export after SIGTERM
 //! within `terminationGracePeriodSeconds`; and, under podman's own seccomp profile (what CRI-O and
 //! podman nodes apply as RuntimeDefault), the one-line seccomp error.
 use std::io::{BufRead, BufReader, Read, Write};
@@ -199,12 +199,13 @@ pub fn run(opts: &Options) -> Result<()> {
         },
     )?;
     let (request, stacks) = found.expect("waited for it");
-    wait_for(
+    let mut stripped_functions = std::collections::BTreeSet::<String>::new();
+    let named = wait_for(
         EXPORT_WAIT,
         "an export naming the stripped workload's functions",
         &agent,
         || {
-            let stripped_functions: std::collections::BTreeSet<String> = read_requests(&out)
+            stripped_functions = read_requests(&out)
                 .iter()
                 .filter_map(|req| workload_stacks(req, &stripped))
                 .flat_map(|s| s.functions)
@@ -213,7 +214,10 @@ pub fn run(opts: &Options) -> Result<()> {
                 .iter()
                 .all(|f| stripped_functions.contains(*f))
         },
-    )?;
+    );
+    if let Err(e) = named {
+        bail!("{e:#}\nthe stripped container's frames were named: {stripped_functions:?}");
+    }
     eprintln!(
         "image-test: the stripped binary in container {stripped} is named from the node's {NODE_DEBUG_DIR}: {WORKLOAD_FUNCTIONS:?}"
     );
