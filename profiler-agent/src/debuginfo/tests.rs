@@ -69,6 +69,45 @@ fn split(debuglink: bool) -> Split {
     }
 }
 
+/// The spinning program, killed however the test ends.
+struct Reap(std::process::Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The mapping of `binary`'s text in process `pid`, and its object, as the agent's table sees them.
+fn mapped_program(
+    pid: Pid,
+    binary: &Path,
+) -> (
+    crate::process::Mapping,
+    std::sync::Arc<crate::process::ObjectFile>,
+) {
+    let mut table = ProcessTable::default();
+    table.refresh(pid).unwrap();
+    let info = table.get(pid).unwrap();
+    let mapping = info
+        .mappings
+        .iter()
+        .find(|m| m.object.as_ref().is_some_and(|o| o.path == binary))
+        .expect("the program's text is mapped")
+        .clone();
+    let object = mapping.object.clone().unwrap();
+    (mapping, object)
+}
+
+/// Every fourth file offset of the mapping that lies in the program's executable code.
+fn code_offsets(mapping: &crate::process::Mapping, debug: &DebugFile) -> Vec<FileOffset> {
+    (mapping.offset.0..mapping.offset.0 + (mapping.end.0 - mapping.start.0))
+        .step_by(4)
+        .map(FileOffset)
+        .filter(|off| debug.virt_offset(*off).is_some())
+        .collect()
+}
+
 fn place(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
     std::fs::copy(from, to).unwrap();
@@ -130,27 +169,10 @@ fn found_by_debug_link_under_the_process_root_and_checked_by_crc() {
 fn a_stripped_process_is_symbolized_from_its_debug_file_after_it_exits() {
     let s = split(true);
     // Beside the binary, where the debug link's first candidate is.
-    // Killed however the test ends: the program spins for ever.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let child = Reap(Command::new(&s.binary).spawn().unwrap());
     let pid = Pid(child.0.id());
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut table = ProcessTable::default();
-    table.refresh(pid).unwrap();
-    let info = table.get(pid).unwrap();
-    let mapping = info
-        .mappings
-        .iter()
-        .find(|m| m.object.as_ref().is_some_and(|o| o.path == s.binary))
-        .expect("the program's text is mapped")
-        .clone();
-    let object = mapping.object.clone().unwrap();
+    let (mapping, object) = mapped_program(pid, &s.binary);
     let debug = object.debug.as_ref().expect("its debug file is found");
     // Reached through the process's own root, as for a process in another mount namespace.
     let rel = s.binary.with_file_name("p.debug");
@@ -163,12 +185,7 @@ fn a_stripped_process_is_symbolized_from_its_debug_file_after_it_exits() {
     assert!(!expected.exists());
     std::fs::remove_file(&rel).unwrap();
     // The running loop's address, read from the debug file's symbol table.
-    let offsets: Vec<FileOffset> = (mapping.offset.0
-        ..mapping.offset.0 + (mapping.end.0 - mapping.start.0))
-        .step_by(4)
-        .map(FileOffset)
-        .filter(|off| debug.virt_offset(*off).is_some())
-        .collect();
+    let offsets = code_offsets(&mapping, debug);
     let mut sym = Symbolizer::new();
     let frames = sym.user(&object, &offsets);
     assert!(
@@ -286,13 +303,6 @@ fn a_containers_stripped_binary_is_named_from_the_nodes_debug_directory() {
     std::fs::copy(&s.debug, &at).unwrap();
     installed.0.push(at.clone());
 
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     // unshare execs sh, which mounts and execs the program: the child's PID is the program's.
     let child = Reap(
         Command::new("unshare")
@@ -318,16 +328,7 @@ fn a_containers_stripped_binary_is_named_from_the_nodes_debug_directory() {
     let own = PathBuf::from(format!("/proc/{}/root", pid.0)).join(at.strip_prefix("/").unwrap());
     assert!(!own.exists(), "the process sees the node's /usr/lib/debug");
 
-    let mut table = ProcessTable::default();
-    table.refresh(pid).unwrap();
-    let info = table.get(pid).unwrap();
-    let mapping = info
-        .mappings
-        .iter()
-        .find(|m| m.object.as_ref().is_some_and(|o| o.path == s.binary))
-        .expect("the program's text is mapped")
-        .clone();
-    let object = mapping.object.clone().unwrap();
+    let (mapping, object) = mapped_program(pid, &s.binary);
     let debug = object.debug.as_ref().expect("its debug file is found");
     let node_dir = node_debug_dir().dir.clone().unwrap();
     assert_eq!(
@@ -336,12 +337,7 @@ fn a_containers_stripped_binary_is_named_from_the_nodes_debug_directory() {
         "{}",
         node_debug_dir().how
     );
-    let offsets: Vec<FileOffset> = (mapping.offset.0
-        ..mapping.offset.0 + (mapping.end.0 - mapping.start.0))
-        .step_by(4)
-        .map(FileOffset)
-        .filter(|off| debug.virt_offset(*off).is_some())
-        .collect();
+    let offsets = code_offsets(&mapping, debug);
     let frames = Symbolizer::new().user(&object, &offsets);
     assert!(
         frames
