@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod debuginfo;
 pub mod elf;
 pub mod export;
+pub mod gopclntab;
 pub mod local;
 pub mod maps;
 pub mod metrics;

@@ -62,6 +62,10 @@ pub mod kind {
     pub const NO_INFO: u8 = 4;
     /// CFI we cannot express (DWARF expressions, CFA in another register): the unwind stops here.
     pub const UNSUPPORTED: u8 = 5;
+    /// Go on aarch64: CFA = SP + `cfa_offset`, the return address saved at SP (the bottom of the
+    /// frame) and the caller's frame pointer at SP - 8; with `cfa_offset` 0 (a frameless leaf,
+    /// or before the prologue) the return address is still in the link register.
+    pub const GO_ARM64: u8 = 6;
 }
 
 /// One row of an unwind table: the rule in force from `pc` up to the next row's `pc`.
@@ -246,7 +250,7 @@ pub fn step(
     read: &mut impl FnMut(u64) -> Option<u64>,
 ) -> Result<Option<Regs>, Stop> {
     let cfa = match row.kind {
-        kind::CFA_SP => offset(regs.sp, row.cfa_offset),
+        kind::CFA_SP | kind::GO_ARM64 => offset(regs.sp, row.cfa_offset),
         kind::CFA_FP => offset(regs.fp, row.cfa_offset),
         kind::PLT => {
             let pushed = if regs.pc & 15 >= 11 { 8 } else { 0 };
@@ -256,15 +260,36 @@ pub fn step(
         kind::NO_INFO => return step_frame_pointer(arch, regs, read),
         _ => return Err(Stop::Unsupported),
     };
-    let ra = if row.ra_offset != 0 {
-        read(offset(cfa, row.ra_offset)).ok_or(Stop::ReadFault)?
+    // Where the return address and the caller's frame pointer are saved (0: not saved).
+    let (ra_at, fp_at) = if row.kind == kind::GO_ARM64 {
+        if row.cfa_offset == 0 {
+            (0, 0)
+        } else {
+            (regs.sp, regs.sp.wrapping_sub(8))
+        }
+    } else {
+        (
+            if row.ra_offset != 0 {
+                offset(cfa, row.ra_offset)
+            } else {
+                0
+            },
+            if row.fp_offset != 0 {
+                offset(cfa, row.fp_offset)
+            } else {
+                0
+            },
+        )
+    };
+    let ra = if ra_at != 0 {
+        read(ra_at).ok_or(Stop::ReadFault)?
     } else if arch == arch::AARCH64 && leaf {
         regs.lr
     } else {
         return Err(Stop::Unsupported);
     };
-    let fp = if row.fp_offset != 0 {
-        read(offset(cfa, row.fp_offset)).ok_or(Stop::ReadFault)?
+    let fp = if fp_at != 0 {
+        read(fp_at).ok_or(Stop::ReadFault)?
     } else {
         regs.fp
     };
@@ -567,6 +592,50 @@ mod tests {
                 .unwrap()
                 .pc,
             0x402222
+        );
+    }
+
+    #[test]
+    fn go_arm64_frames_keep_the_return_address_at_sp_and_the_frame_pointer_below_it() {
+        let row = UnwindRow {
+            pc: 0,
+            kind: kind::GO_ARM64,
+            _pad: 0,
+            cfa_offset: 0,
+            fp_offset: 0,
+            ra_offset: 0,
+        };
+        let regs = Regs {
+            pc: 0x4000,
+            sp: 0x7000,
+            fp: 0x7100,
+            lr: 0x5000,
+        };
+        let mut none = |_| None;
+        // A frameless leaf: the return address is still in x30, nothing moved.
+        let next = step(arch::AARCH64, &row, &regs, true, &mut none)
+            .unwrap()
+            .unwrap();
+        assert_eq!((next.pc, next.sp, next.fp), (0x5000, 0x7000, 0x7100));
+        assert_eq!(
+            step(arch::AARCH64, &row, &regs, false, &mut none),
+            Err(Stop::Unsupported),
+            "only the leaf may still hold its return address in x30"
+        );
+        // After `MOVD.W R30, -48(RSP); MOVD R29, -8(RSP)`: x30 at [SP], x29 at [SP - 8], and the
+        // caller's SP 48 bytes up.
+        let row = UnwindRow {
+            cfa_offset: 48,
+            ..row
+        };
+        let words = [(0x7000, 0x6000), (0x6ff8, 0x7300)];
+        let next = step(arch::AARCH64, &row, &regs, false, &mut stack(&words))
+            .unwrap()
+            .unwrap();
+        assert_eq!((next.pc, next.sp, next.fp), (0x6000, 0x7030, 0x7300));
+        assert_eq!(
+            step(arch::AARCH64, &row, &regs, false, &mut none),
+            Err(Stop::ReadFault)
         );
     }
 

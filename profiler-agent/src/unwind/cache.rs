@@ -29,7 +29,7 @@ use super::private_dir::PrivateDir;
 use super::table::{TableError, TableInfo, build_rows, build_rows_from_file, map_file};
 
 /// Bumped whenever the file layout or the meaning of rows changes; other versions are rebuilt.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Longest key accepted: build ids are 40 hex digits, `dev-inode-size-mtime` about 60 characters.
 pub const MAX_KEY_LEN: usize = 128;
@@ -392,7 +392,7 @@ fn encode_row(row: &UnwindRow) -> [u8; ROW_BYTES] {
 }
 
 /// The [`TableInfo`] counters in header order (after the arch).
-fn info_counters(info: &TableInfo) -> [u64; 9] {
+fn info_counters(info: &TableInfo) -> [u64; 11] {
     [
         info.fdes,
         info.rows,
@@ -403,6 +403,8 @@ fn info_counters(info: &TableInfo) -> [u64; 9] {
         info.cfi_errors,
         info.eh_frame_bytes,
         info.debug_frame_bytes,
+        info.go_functions,
+        info.go_errors,
     ]
 }
 
@@ -453,6 +455,8 @@ fn decode_header(header: &[u8]) -> Option<(TableInfo, usize)> {
         cfi_errors: next()?,
         eh_frame_bytes: next()?,
         debug_frame_bytes: next()?,
+        go_functions: next()?,
+        go_errors: next()?,
     };
     if info.rows != count {
         return None;
@@ -767,6 +771,8 @@ mod tests {
             cfi_errors: 7,
             eh_frame_bytes: 8,
             debug_frame_bytes: 9,
+            go_functions: 10,
+            go_errors: 11,
         };
         assert_eq!(decode_header(&encode_header(&info)), Some((info, 2)));
     }

@@ -28,6 +28,8 @@ use object::read::{ReadCache, ReadRef};
 use object::{Architecture, Object, ObjectKind, ObjectSection, SectionKind};
 use profiler_common::unwind::{UnwindRow, arch, kind};
 
+use crate::gopclntab;
+
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
 /// Empty FDEs looked past for a non-empty one at the same address (see [`Cfi::past_empty`]);
@@ -103,6 +105,11 @@ pub struct TableInfo {
     pub cfi_errors: u64,
     pub eh_frame_bytes: u64,
     pub debug_frame_bytes: u64,
+    /// Go functions whose rows came from `.gopclntab`'s stack-pointer deltas.
+    pub go_functions: u64,
+    /// Go functions whose entry or delta table did not decode (their code falls back to CFI, or
+    /// to frame pointers).
+    pub go_errors: u64,
 }
 
 /// A whole table in memory, for tests and small objects; the agent streams with [`build_rows`].
@@ -133,7 +140,14 @@ pub fn build_rows_from_file(
     file: &File,
     sink: &mut impl FnMut(UnwindRow),
 ) -> Result<TableInfo, TableError> {
-    build_rows_from(&ReadCache::new(crate::elf::Pread::new(file)), sink)
+    // Go's table is read through its own bounded block cache, not object's (which keeps every
+    // range it reads for the length of the build).
+    let mut go_bytes = gopclntab::BlockFile::new(file.try_clone().map_err(TableError::Map)?);
+    build_rows_from(
+        &ReadCache::new(crate::elf::Pread::new(file)),
+        &mut go_bytes,
+        sink,
+    )
 }
 
 /// Maps a cached table file read-only (see `CachedTable::from_file` for why that is safe there;
@@ -147,12 +161,14 @@ pub(crate) fn map_file(file: &File) -> Result<Mmap, TableError> {
 /// Streams the unwind rows of an ELF file to `sink`, in strictly ascending `pc` order; each row's
 /// rule holds up to the next row's `pc`. An object without CFI yields no rows.
 pub fn build_rows(elf: &[u8], sink: &mut impl FnMut(UnwindRow)) -> Result<TableInfo, TableError> {
-    build_rows_from(elf, sink)
+    build_rows_from(elf, &mut { elf }, sink)
 }
 
-/// [`build_rows`] from any `object` reader: bytes in memory, or a file read on demand.
+/// [`build_rows`] from any `object` reader: bytes in memory, or a file read on demand; `go_bytes`
+/// reads the same file for Go's function table.
 fn build_rows_from<'d, R: ReadRef<'d>>(
     elf: R,
+    go_bytes: &mut impl gopclntab::Bytes,
     sink: &mut impl FnMut(UnwindRow),
 ) -> Result<TableInfo, TableError> {
     let file = object::File::parse(elf).map_err(TableError::NotElf)?;
@@ -188,15 +204,203 @@ fn build_rows_from<'d, R: ReadRef<'d>>(
             ..TableInfo::default()
         },
     };
-    if let Some(eh_frame) = eh_frame
-        && emit_eh_frame(&file, eh_frame, bases.clone(), regs, &mut out)?
+    if let Some(layout) = gopclntab::Layout::of(&file, go_bytes)
+        && let Ok(mut go) = gopclntab::Table::open(&mut *go_bytes, layout)
     {
+        // Go code: rows from the function table, and CFI (the C code of cgo binaries) where no
+        // Go function is. Go emits no `.eh_frame` for its own code, so the CFI rows are few and
+        // held in memory to merge.
+        let mut cfi_rows = Vec::new();
+        let mut cfi_sink = |row| cfi_rows.push(row);
+        let mut cfi = Emitter {
+            sink: &mut cfi_sink,
+            pending: None,
+            last_rule: None,
+            info: out.info,
+        };
+        match emit_cfi(&file, eh_frame, debug_frame, bases, regs, &mut cfi) {
+            // Go compresses its DWARF, `.debug_frame` included: the function table replaces it.
+            Ok(()) | Err(TableError::CompressedDebugFrame) => {}
+            Err(e) => return Err(e),
+        }
+        out.info = cfi.finish();
+        out.info.rows = 0;
+        out.info.unsupported_rows = 0;
+        emit_go(&mut go, regs.arch, &cfi_rows, &mut out);
         return Ok(out.finish());
     }
-    if let Some(debug_frame) = debug_frame {
-        emit_debug_frame(&debug_frame, bases, regs, &mut out)?;
-    }
+    emit_cfi(&file, eh_frame, debug_frame, bases, regs, &mut out)?;
     Ok(out.finish())
+}
+
+/// Emits `.eh_frame`'s rows, or `.debug_frame`'s when `.eh_frame` describes no function.
+fn emit_cfi<'d, R: ReadRef<'d>, F: FnMut(UnwindRow)>(
+    file: &object::File<'d, R>,
+    eh_frame: Option<(u64, &[u8])>,
+    debug_frame: Option<object::Section<'d, '_, R>>,
+    bases: BaseAddresses,
+    regs: ArchRegs,
+    out: &mut Emitter<'_, F>,
+) -> Result<(), TableError> {
+    if let Some(eh_frame) = eh_frame
+        && emit_eh_frame(file, eh_frame, bases.clone(), regs, out)?
+    {
+        return Ok(());
+    }
+    if let Some(debug_frame) = debug_frame {
+        emit_debug_frame(&debug_frame, bases, regs, out)?;
+    }
+    Ok(())
+}
+
+/// Functions where a Go stack ends: the outermost frames of goroutines (`goexit`) and threads
+/// (`mstart`, `rt0_go`), and code that switches stacks (to g0 or the signal stack), where the
+/// caller's frame is on another stack than the one being walked. Go's own traceback stops or
+/// jumps at these; unwinding through them by stack-pointer deltas would read the wrong stack.
+const GO_STACK_ENDS: &[&str] = &[
+    "runtime.goexit",
+    "runtime.mstart",
+    "runtime.rt0_go",
+    "runtime.mcall",
+    "runtime.morestack",
+    "runtime.morestack_noctxt",
+    "runtime.systemstack",
+    "runtime.systemstack_switch",
+    "runtime.asmcgocall",
+    "runtime.asmcgocall_no_g",
+    "runtime.cgocallback",
+    "runtime.gogo",
+    "runtime.sigtramp",
+    "runtime.cgoSigtramp",
+    "runtime.sigreturn",
+    "runtime.sigreturn__sigaction",
+];
+
+/// The rule for code `delta` bytes of stack below its function's entry SP.
+fn go_rule(arch: u32, delta: i32, info: &mut TableInfo) -> Rule {
+    let Ok(delta) = i16::try_from(delta) else {
+        info.offset_overflows += 1;
+        return Rule::UNSUPPORTED;
+    };
+    if delta < 0 {
+        return Rule::UNSUPPORTED;
+    }
+    if arch == arch::AARCH64 {
+        // The link register is saved at the bottom of the frame and the frame pointer below it;
+        // with no frame yet, the return address is still in the link register.
+        return Rule {
+            kind: kind::GO_ARM64,
+            cfa_offset: delta,
+            fp_offset: 0,
+            ra_offset: 0,
+        };
+    }
+    // The call pushed the return address; a function with a frame saved the caller's frame
+    // pointer just below it.
+    let Some(cfa_offset) = delta.checked_add(8) else {
+        info.offset_overflows += 1;
+        return Rule::UNSUPPORTED;
+    };
+    Rule {
+        kind: kind::CFA_SP,
+        cfa_offset,
+        fp_offset: if delta > 0 { -16 } else { 0 },
+        ra_offset: -8,
+    }
+}
+
+/// The rule of `rows` (sorted CFI rows) in force at `pc`.
+fn rule_at(rows: &[UnwindRow], pc: u32) -> Rule {
+    match rows.partition_point(|r| r.pc <= pc) {
+        0 => Rule::NO_INFO,
+        n => Rule::of(&rows[n - 1]),
+    }
+}
+
+/// Emits CFI's rules for `[start, end)`.
+fn emit_cfi_range<F: FnMut(UnwindRow)>(
+    rows: &[UnwindRow],
+    start: u32,
+    end: u32,
+    out: &mut Emitter<'_, F>,
+) {
+    out.push(start, rule_at(rows, start));
+    let from = rows.partition_point(|r| r.pc <= start);
+    for row in rows[from..].iter().take_while(|r| r.pc < end) {
+        out.push(row.pc, Rule::of(row));
+    }
+}
+
+/// Emits the rows of a Go binary: every function of its table by its stack-pointer deltas, the
+/// CFI rows (`cfi`) outside them and for functions without a usable delta table.
+fn emit_go<B: gopclntab::Bytes, F: FnMut(UnwindRow)>(
+    go: &mut gopclntab::Table<B>,
+    arch: u32,
+    cfi: &[UnwindRow],
+    out: &mut Emitter<'_, F>,
+) {
+    let small = |pc: u64| u32::try_from(pc).ok();
+    let Some((Some(text_start), Some(text_end))) =
+        go.text_range().map(|(s, e)| (small(s), small(e)))
+    else {
+        out.info.go_errors += 1;
+        emit_cfi_range(cfi, 0, u32::MAX, out);
+        return;
+    };
+    for row in cfi.iter().take_while(|r| r.pc < text_start) {
+        out.push(row.pc, Rule::of(row));
+    }
+    let mut deltas: Vec<(u32, u32, i32)> = Vec::new();
+    for i in 0..go.len() {
+        let Some(f) = go.func(i) else {
+            out.info.go_errors += 1;
+            continue;
+        };
+        let (Some(entry), Some(end)) = (small(f.entry), small(f.end)) else {
+            out.info.go_errors += 1;
+            continue;
+        };
+        if entry == end {
+            continue;
+        }
+        let stops = f.flag & gopclntab::FLAG_TOPFRAME != 0
+            || go
+                .name(&f)
+                .is_some_and(|name| GO_STACK_ENDS.contains(&name.as_str()));
+        if stops {
+            out.info.go_functions += 1;
+            out.push(entry, Rule::END);
+            continue;
+        }
+        deltas.clear();
+        let decoded = go.sp_deltas(&f, &mut |s, e, v| {
+            deltas.push((s as u32, e as u32, v));
+            true
+        });
+        if decoded.is_none() || deltas.is_empty() {
+            // Assembly without a delta table, or host (C) code linked into the Go text.
+            out.info.go_errors += u64::from(f.has_sp_deltas());
+            emit_cfi_range(cfi, entry, end, out);
+            continue;
+        }
+        out.info.go_functions += 1;
+        let spwrite = f.flag & gopclntab::FLAG_SPWRITE != 0;
+        for &(start, _, delta) in &deltas {
+            // Functions that move SP themselves (beyond their prologue) are walked by frame
+            // pointers, as Go's own traceback refuses to unwind them by deltas.
+            let rule = if spwrite {
+                Rule::NO_INFO
+            } else {
+                go_rule(arch, delta, &mut out.info)
+            };
+            out.push(start, rule);
+        }
+        let covered = deltas.last().map_or(entry, |d| d.1);
+        if covered < end {
+            out.push(covered, Rule::NO_INFO);
+        }
+    }
+    emit_cfi_range(cfi, text_end, u32::MAX, out);
 }
 
 /// Emits the rows of `.eh_frame` (at `address`, holding `data`); `false` when it has no FDE.
