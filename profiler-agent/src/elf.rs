@@ -68,30 +68,48 @@ impl ReadCacheOps for Pread<'_> {
 /// `PT_NOTE` segments (what the loader maps) come first, then `SHT_NOTE` sections (files without
 /// program headers, such as separate debug files).
 pub fn read_build_id(file: &File) -> Result<Option<BuildId>, ElfError> {
+    Ok(read_note(file, ELF_NOTE_GNU, NT_GNU_BUILD_ID)?.map(BuildId))
+}
+
+/// The Go build id of an open ELF file (the `Go` note of type 4 the Go linker writes in
+/// `.note.go.buildid`, stripped binaries included), read with `pread`.
+pub fn read_go_build_id(file: &File) -> Result<Option<String>, ElfError> {
+    Ok(read_note(file, b"Go", NT_GO_BUILD_ID)?
+        .map(|desc| String::from_utf8_lossy(&desc).into_owned())
+        .filter(|id| !id.is_empty()))
+}
+
+/// Type of the Go linker's build id note (`cmd/link`'s `ELF_NOTE_GOBUILDID_TAG`).
+const NT_GO_BUILD_ID: u32 = 4;
+
+/// The description of the first note of `owner` and `n_type`.
+fn read_note(file: &File, owner: &[u8], n_type: u32) -> Result<Option<Vec<u8>>, ElfError> {
     let data = ReadCache::new(Pread::new(file));
     let data = &data;
     let ident = data.read_bytes_at(0, 16).map_err(|()| ElfError::TooShort)?;
     match ident.get(4) {
         Some(&object::elf::ELFCLASS64) => {
-            build_id_of::<object::elf::FileHeader64<object::Endianness>, _>(data)
+            note_of::<object::elf::FileHeader64<object::Endianness>, _>(data, owner, n_type)
         }
-        _ => build_id_of::<object::elf::FileHeader32<object::Endianness>, _>(data),
+        _ => note_of::<object::elf::FileHeader32<object::Endianness>, _>(data, owner, n_type),
     }
 }
 
-fn build_id_of<'d, Elf: FileHeader<Endian = object::Endianness>, R: ReadRef<'d>>(
+fn note_of<'d, Elf: FileHeader<Endian = object::Endianness>, R: ReadRef<'d>>(
     data: R,
-) -> Result<Option<BuildId>, ElfError> {
+    owner: &[u8],
+    n_type: u32,
+) -> Result<Option<Vec<u8>>, ElfError> {
     let header = Elf::parse(data)?;
     let endian = header.endian()?;
-    let is_build_id = |note: &object::read::elf::Note<'d, Elf>| {
-        note.name() == ELF_NOTE_GNU && note.n_type(endian) == NT_GNU_BUILD_ID
+    let wanted = |note: &object::read::elf::Note<'d, Elf>| {
+        note.name() == owner && note.n_type(endian) == n_type
     };
     for segment in header.program_headers(endian, data)? {
         if let Some(mut notes) = segment.notes(endian, data)? {
             while let Some(note) = notes.next()? {
-                if is_build_id(&note) {
-                    return Ok(Some(BuildId(note.desc().to_vec())));
+                if wanted(&note) {
+                    return Ok(Some(note.desc().to_vec()));
                 }
             }
         }
@@ -99,8 +117,8 @@ fn build_id_of<'d, Elf: FileHeader<Endian = object::Endianness>, R: ReadRef<'d>>
     for section in header.sections(endian, data)?.iter() {
         if let Some(mut notes) = section.notes(endian, data)? {
             while let Some(note) = notes.next()? {
-                if is_build_id(&note) {
-                    return Ok(Some(BuildId(note.desc().to_vec())));
+                if wanted(&note) {
+                    return Ok(Some(note.desc().to_vec()));
                 }
             }
         }

@@ -79,22 +79,36 @@ impl<B: Bytes + ?Sized> Bytes for &mut B {
 pub struct BlockFile {
     file: File,
     blocks: HashMap<u64, Box<[u8]>>,
+    /// Bound on `blocks`.
+    capacity: usize,
     /// `pread` calls made, for benchmarks.
     pub reads: u64,
 }
 
 impl BlockFile {
+    /// A cache of [`MAX_CACHED_BLOCKS`] blocks.
     pub fn new(file: File) -> Self {
+        Self::with_capacity(file, MAX_CACHED_BLOCKS)
+    }
+
+    /// A cache of at most `blocks` blocks (at least one).
+    pub fn with_capacity(file: File, blocks: usize) -> Self {
         Self {
             file,
             blocks: HashMap::new(),
+            capacity: blocks.max(1),
             reads: 0,
         }
     }
 
+    /// Drops every cached block.
+    pub fn clear(&mut self) {
+        self.blocks = HashMap::new();
+    }
+
     fn block(&mut self, index: u64) -> Option<&[u8]> {
         if !self.blocks.contains_key(&index) {
-            if self.blocks.len() >= MAX_CACHED_BLOCKS {
+            if self.blocks.len() >= self.capacity {
                 self.blocks.clear();
             }
             let mut buf = vec![0; BLOCK_BYTES];
@@ -393,6 +407,11 @@ impl<B: Bytes> Table<B> {
         };
         t.gofunc = t.find_gofunc();
         Ok(t)
+    }
+
+    /// The source the table reads from.
+    pub fn bytes_mut(&mut self) -> &mut B {
+        &mut self.bytes
     }
 
     /// The table's layout version.

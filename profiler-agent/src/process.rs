@@ -34,6 +34,8 @@ pub struct ObjectFile {
     /// A path that reaches the open file from this process, whatever happens to the original.
     pub open_path: PathBuf,
     pub build_id: Option<BuildId>,
+    /// The Go linker's build id, for Go binaries.
+    pub go_build_id: Option<String>,
     /// A separate debug file for it, by build id or `.gnu_debuglink` (see [`crate::debuginfo`]).
     pub debug: Option<crate::debuginfo::DebugFile>,
     file: File,
@@ -407,6 +409,7 @@ impl ProcessTable {
             path: clean_path(path),
             open_path,
             build_id,
+            go_build_id: crate::elf::read_go_build_id(&file).ok().flatten(),
             debug,
             file,
         });

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::aggregate::StackKey;
 use crate::process::{ObjectFile, ObjectKey, ProcessTable};
 use crate::source::StackSide;
-use crate::symbolize::{Frame, Frames, Symbolizer};
+use crate::symbolize::{Frame, FrameKind, Frames, Symbolizer};
 use crate::types::{BuildId, FileOffset, Pid, VirtAddr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +36,8 @@ pub struct MappingInfo {
     pub offset: FileOffset,
     pub path: String,
     pub build_id: Option<BuildId>,
+    /// The Go build id, for Go binaries (they may carry a GNU one as well).
+    pub go_build_id: Option<String>,
     pub kernel: bool,
 }
 
@@ -48,6 +50,7 @@ impl MappingInfo {
             offset: FileOffset(0),
             path: "[kernel.kallsyms]".into(),
             build_id: None,
+            go_build_id: None,
             kernel: true,
         }
     }
@@ -227,6 +230,7 @@ impl Builder {
             function: Arc::from(name.as_str()),
             file: None,
             line: None,
+            kind: FrameKind::Native,
         };
         self.location(LocKey::Placeholder(id), Some(Frames::from([frame])))
     }
@@ -276,6 +280,7 @@ impl Builder {
                                 .as_ref()
                                 .map_or(m.label.clone(), |o| o.path.display().to_string()),
                             build_id: m.object.as_ref().and_then(|o| o.build_id.clone()),
+                            go_build_id: m.object.as_ref().and_then(|o| o.go_build_id.clone()),
                             kernel: false,
                         },
                     );
@@ -342,6 +347,7 @@ fn unknown(what: &str) -> Frames {
         function: Arc::from(format!("[unknown] {what}")),
         file: None,
         line: None,
+        kind: FrameKind::Native,
     }])
 }
 

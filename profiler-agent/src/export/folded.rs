@@ -56,7 +56,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::profile::{Location, MappingInfo, ProcessMeta, Sample};
-    use crate::symbolize::{Frame, Frames};
+    use crate::symbolize::{Frame, FrameKind, Frames};
     use crate::types::{FileOffset, Pid, VirtAddr};
 
     fn frames(names: &[&str]) -> Frames {
@@ -66,6 +66,7 @@ pub(crate) mod tests {
                 function: Arc::from(*n),
                 file: Some(Arc::from("w.c")),
                 line: Some(7),
+                kind: FrameKind::Native,
             })
             .collect()
     }
@@ -98,6 +99,7 @@ pub(crate) mod tests {
                     offset: FileOffset(0),
                     path: "/bin/work".into(),
                     build_id: Some(crate::types::BuildId(vec![0xab, 0xcd])),
+                    go_build_id: None,
                     kernel: false,
                 },
                 MappingInfo::kernel(),

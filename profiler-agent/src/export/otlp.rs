@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::profile::{LocationKind, ProcessMeta, Profile, Sample};
+use crate::symbolize::FrameKind;
 
 /// Requests are packed up to this share of the limit: gRPC framing and the estimate's slack
 /// must fit in the rest.
@@ -248,12 +249,14 @@ impl Dictionary {
             return i;
         }
         let m = &profile.mappings[index];
-        let attribute_indices = match &m.build_id {
-            Some(id) => {
-                vec![self.string_attribute("process.executable.build_id.gnu", &id.to_string())]
-            }
-            None => Vec::new(),
-        };
+        let mut attribute_indices = Vec::new();
+        if let Some(id) = &m.build_id {
+            attribute_indices
+                .push(self.string_attribute("process.executable.build_id.gnu", &id.to_string()));
+        }
+        if let Some(id) = &m.go_build_id {
+            attribute_indices.push(self.string_attribute("process.executable.build_id.go", id));
+        }
         let mapping = pb::Mapping {
             memory_start: m.start.0,
             memory_limit: m.end.0,
@@ -299,6 +302,9 @@ impl Dictionary {
             .collect();
         // Semantic convention `profile.frame.type`: how the frame was produced.
         let frame_type = match loc.kind {
+            LocationKind::User if loc.frames.first().is_some_and(|f| f.kind == FrameKind::Go) => {
+                "go"
+            }
             LocationKind::User => "native",
             LocationKind::Kernel => "kernel",
             LocationKind::Placeholder => "abort",
@@ -477,6 +483,53 @@ mod tests {
             .collect();
         assert!(kinds.contains(&("profile.frame.type".into(), "kernel".into())));
         assert!(kinds.contains(&("profile.frame.type".into(), "native".into())));
+    }
+
+    #[test]
+    fn go_frames_and_go_build_ids_say_so() {
+        let mut profile = sample_profile();
+        profile.mappings[0].go_build_id = Some("abc/def".into());
+        let go = &mut profile.locations[0];
+        go.frames = go
+            .frames
+            .iter()
+            .map(|f| crate::symbolize::Frame {
+                kind: FrameKind::Go,
+                ..f.clone()
+            })
+            .collect();
+        let req = &build(&profile, 4 << 20)[0];
+        let d = req.dictionary.as_ref().unwrap();
+        let attr = |i: &i32| {
+            let a = &d.attribute_table[*i as usize];
+            let v = match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                _ => String::new(),
+            };
+            (d.string_table[a.key_strindex as usize].clone(), v)
+        };
+        let work = d
+            .mapping_table
+            .iter()
+            .find(|m| d.string_table[m.filename_strindex as usize] == "/bin/work")
+            .unwrap();
+        let ids: Vec<_> = work.attribute_indices.iter().map(attr).collect();
+        assert_eq!(
+            ids,
+            [
+                ("process.executable.build_id.gnu".into(), "abcd".into()),
+                ("process.executable.build_id.go".into(), "abc/def".into())
+            ]
+        );
+        let types: Vec<_> = d.location_table[1..]
+            .iter()
+            .map(|l| attr(&l.attribute_indices[0]).1)
+            .collect();
+        assert_eq!(
+            types.iter().filter(|t| *t == "go").count(),
+            1,
+            "only the location with Go frames: {types:?}"
+        );
     }
 
     #[test]

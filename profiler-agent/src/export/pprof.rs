@@ -105,10 +105,12 @@ pub fn to_pprof(profile: &Profile) -> pb::Profile {
             memory_limit: m.end.0,
             file_offset: m.offset.0,
             filename: strings.intern(&m.path),
-            build_id: m
-                .build_id
-                .as_ref()
-                .map_or(0, |b| strings.intern(&b.to_string())),
+            // pprof has one build id per mapping: the GNU one, else Go's.
+            build_id: match (&m.build_id, &m.go_build_id) {
+                (Some(gnu), _) => strings.intern(&gnu.to_string()),
+                (None, Some(go)) => strings.intern(go),
+                (None, None) => 0,
+            },
             has_functions: true,
             has_filenames: mapping_has_lines[i],
             has_line_numbers: mapping_has_lines[i],

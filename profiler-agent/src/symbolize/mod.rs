@@ -1,6 +1,7 @@
-//! Turns addresses into function names, source lines and inlined frames: user code with blazesym
-//! (ELF symbols, DWARF lines and inlined functions, demangling), the kernel with a compact table
-//! of `/proc/kallsyms` read once. One long-lived instance caches results per (file, offset) and
+//! Turns addresses into function names, source lines and inlined frames, with one resolver per
+//! kind of code: Go code from `.gopclntab` ([`go`]), other user code with blazesym (ELF symbols,
+//! DWARF lines and inlined functions, demangling: [`elf`]), the kernel with a compact table of
+//! `/proc/kallsyms` read once ([`kernel`]). One long-lived instance caches results per (file, offset) and
 //! per kernel address, with names interned; blazesym's parsed files are released after each
 //! export in continuous mode ([`Symbolizer::release_parsed`]), which bounds memory on nodes that
 //! run large binaries.
@@ -9,7 +10,14 @@ use std::sync::Arc;
 
 use blazesym::symbolize::evict::{self, Evict};
 use blazesym::symbolize::source::{Elf, Source};
-use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized, Symbolizer as Blaze};
+use blazesym::symbolize::{Input, Symbolizer as Blaze};
+
+mod elf;
+mod go;
+mod kernel;
+
+use elf::{debug_offsets, to_frames};
+use kernel::Kallsyms;
 
 use crate::process::{ObjectFile, ObjectKey};
 use crate::types::{FileOffset, VirtAddr};
@@ -24,6 +32,18 @@ pub struct Frame {
     pub function: Arc<str>,
     pub file: Option<Arc<str>>,
     pub line: Option<u32>,
+    pub kind: FrameKind,
+}
+
+/// What kind of code a frame is, by the resolver that named it (OTLP's `profile.frame.type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// Compiled code named from ELF symbols or DWARF (and code no resolver could name).
+    #[default]
+    Native,
+    /// Go code, named from its function table.
+    Go,
+    Kernel,
 }
 
 /// Frames for one address, innermost (most deeply inlined) first. Empty when unknown.
@@ -42,6 +62,7 @@ pub struct SymbolizerStats {
 
 pub struct Symbolizer {
     blaze: Blaze,
+    go: go::GoResolver,
     /// Read on first use; `None` if kallsyms is unreadable or hides addresses.
     kallsyms: Option<Option<Kallsyms>>,
     /// Function and file names, shared by every cached frame that uses them.
@@ -73,6 +94,7 @@ impl Symbolizer {
             .build();
         Self {
             blaze,
+            go: go::GoResolver::default(),
             kallsyms: None,
             names: std::collections::HashSet::new(),
             parsed: HashMap::new(),
@@ -115,7 +137,16 @@ impl Symbolizer {
                     self.stats.cache_hits += 1;
                     out[i] = Some(Arc::clone(frames));
                 }
-                None => todo.push((i, *off)),
+                None => match self.go.frames(object, *off, &mut self.names) {
+                    Some(frames) => {
+                        self.stats.cache_misses += 1;
+                        self.make_room(1);
+                        self.user_cache
+                            .insert((object.key, *off), Arc::clone(&frames));
+                        out[i] = Some(frames);
+                    }
+                    None => todo.push((i, *off)),
+                },
             }
         }
         if !todo.is_empty() {
@@ -177,6 +208,7 @@ impl Symbolizer {
         }
         let keys: std::collections::HashSet<ObjectKey> = objects.iter().map(|o| o.key).collect();
         self.user_cache.retain(|(key, _), _| !keys.contains(key));
+        self.go.forget(&keys);
         self.parsed.retain(|key, _| !keys.contains(key));
         self.failed.retain(|key| !keys.contains(key));
         for object in objects {
@@ -199,6 +231,7 @@ impl Symbolizer {
             // Eviction is best effort and cannot fail for a path it never cached.
             let _ = self.blaze.evict(&Evict::Elf(evict::Elf::new(&path)));
         }
+        self.go.release();
         // SAFETY: malloc_trim only walks the allocator's own free lists.
         unsafe { libc::malloc_trim(0) };
     }
@@ -228,6 +261,7 @@ impl Symbolizer {
                         function: intern(&mut self.names, name),
                         file: None,
                         line: None,
+                        kind: FrameKind::Kernel,
                     }]),
                     None => Frames::from([]),
                 };
@@ -251,76 +285,6 @@ impl Symbolizer {
     }
 }
 
-/// Kernel text symbols from `/proc/kallsyms`, sorted by address, names in one buffer (about 5 MiB
-/// for 120,000 symbols, read once).
-struct Kallsyms {
-    /// (address, offset of the name in `names`, its length).
-    symbols: Vec<(u64, u32, u16)>,
-    names: String,
-}
-
-impl Kallsyms {
-    fn read(path: &str) -> Option<Kallsyms> {
-        let text = std::fs::read_to_string(path).ok()?;
-        Self::parse(&text)
-    }
-
-    /// `None` when there are no text symbols or every address reads 0 (`kptr_restrict`).
-    fn parse(text: &str) -> Option<Kallsyms> {
-        let mut symbols = Vec::new();
-        let mut names = String::new();
-        for line in text.lines() {
-            let mut fields = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
-            }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            let (Ok(offset), Ok(len)) = (u32::try_from(names.len()), u16::try_from(name.len()))
-            else {
-                continue;
-            };
-            names.push_str(name);
-            symbols.push((addr, offset, len));
-        }
-        if symbols.iter().all(|(addr, _, _)| *addr == 0) {
-            return None;
-        }
-        symbols.sort_unstable_by_key(|(addr, _, _)| *addr);
-        symbols.shrink_to_fit();
-        names.shrink_to_fit();
-        Some(Kallsyms { symbols, names })
-    }
-
-    /// The symbol at or before `addr`.
-    fn lookup(&self, addr: u64) -> Option<&str> {
-        let i = self.symbols.partition_point(|(a, _, _)| *a <= addr);
-        let (_, offset, len) = *self.symbols.get(i.checked_sub(1)?)?;
-        self.names
-            .get(offset as usize..offset as usize + usize::from(len))
-    }
-}
-
-/// The object's separate debug file and the addresses in it, when it has one that covers every
-/// offset (its symbol table and DWARF are a superset of what the stripped file carries).
-fn debug_offsets<'o>(
-    object: &'o ObjectFile,
-    todo: &[(usize, FileOffset)],
-) -> Option<(&'o std::path::PathBuf, Vec<u64>)> {
-    let debug = object.debug.as_ref()?;
-    let virt = todo
-        .iter()
-        .map(|(_, off)| debug.virt_offset(*off))
-        .collect::<Option<Vec<u64>>>()?;
-    Some((&debug.path, virt))
-}
-
 fn intern(names: &mut std::collections::HashSet<Arc<str>>, name: &str) -> Arc<str> {
     if let Some(existing) = names.get(name) {
         return Arc::clone(existing);
@@ -328,41 +292,6 @@ fn intern(names: &mut std::collections::HashSet<Arc<str>>, name: &str) -> Arc<st
     let name: Arc<str> = Arc::from(name);
     names.insert(Arc::clone(&name));
     name
-}
-
-fn file_name(info: &CodeInfo<'_>, names: &mut std::collections::HashSet<Arc<str>>) -> Arc<str> {
-    intern(names, info.to_path().to_string_lossy().as_ref())
-}
-
-/// blazesym reports the outer function with the inlined calls in nesting order (outer to inner);
-/// we want innermost first, each with its own line.
-fn to_frames(
-    sym: Option<&Symbolized<'_>>,
-    names: &mut std::collections::HashSet<Arc<str>>,
-) -> Frames {
-    let Some(Symbolized::Sym(sym)) = sym else {
-        return Frames::from([]);
-    };
-    let Sym {
-        name,
-        code_info,
-        inlined,
-        ..
-    } = sym;
-    let mut frames: Vec<Frame> = Vec::with_capacity(1 + inlined.len());
-    for inl in inlined.iter().rev() {
-        frames.push(Frame {
-            function: intern(names, inl.name.as_ref()),
-            file: inl.code_info.as_ref().map(|c| file_name(c, names)),
-            line: inl.code_info.as_ref().and_then(|c| c.line),
-        });
-    }
-    frames.push(Frame {
-        function: intern(names, name.as_ref()),
-        file: code_info.as_deref().map(|c| file_name(c, names)),
-        line: code_info.as_deref().and_then(|c| c.line),
-    });
-    Frames::from(frames)
 }
 
 #[cfg(test)]
