@@ -75,6 +75,85 @@ def cache_file(arch, rows):
     return header + body
 
 
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def pcvalue(runs):
+    """A Go pc-value table (quantum 1): zig-zag value deltas from -1, pc deltas, 0-terminated."""
+    out, pc, value = bytearray(), 0, -1
+    for end, v in runs:
+        delta = v - value
+        out += varint(((delta << 1) ^ (delta >> 31)) & 0xFFFFFFFF)
+        out += varint(end - pc)
+        pc, value = end, v
+    return bytes(out + b"\0")
+
+
+def go_table(magic):
+    """A Go function table with goexit, a frameless leaf and a function with a frame, in the
+    layout of `magic` (0xfffffff1: Go 1.20+, 0xfffffff0: 1.18, 0xfffffffa: 1.16); the same
+    functions as profiler-agent/src/gopclntab/tests.rs."""
+    funcs = [  # name, entry, size, sp runs, line runs, flag
+        ("runtime.goexit", 0, 0x10, [(0x10, 0)], [(0x10, 1595)], 1),
+        ("main.leafWork", 0x10, 0x40, [(0x40, 0)], [(0x8, 8), (0x40, 9)], 0),
+        ("main.hotA", 0x50, 0x30, [(0x0A, 0), (0x27, 16), (0x30, 0)], [(0x30, 15)], 0),
+    ]
+    text = 0x401000
+    old = magic == 0xFFFFFFFA
+    names, name_offs = bytearray(), []
+    for f in funcs:
+        name_offs.append(len(names))
+        names += f[0].encode() + b"\0"
+    cutab, filetab, pctab, tables = struct.pack("<I", 0), b"main.go\0", bytearray(b"\0"), []
+    for f in funcs:
+        sp = len(pctab)
+        pctab += pcvalue(f[3])
+        file = len(pctab)
+        pctab += pcvalue([(f[2], 0)])
+        line = len(pctab)
+        pctab += pcvalue(f[4])
+        tables.append((sp, file, line))
+    entry = 16 if old else 8
+    pcln = bytearray((len(funcs) + 1) * entry)
+    for i, f in enumerate(funcs):
+        off = len(pcln)
+        if old:
+            struct.pack_into("<QQ", pcln, i * 16, text + f[1], off)
+            pcln += struct.pack("<Q", text + f[1])
+        else:
+            struct.pack_into("<II", pcln, i * 8, f[1], off)
+            pcln += struct.pack("<I", f[1])
+        sp, file, line = tables[i]
+        words = [name_offs[i], 0, 0, sp, file, line, 0, 0]
+        if magic == 0xFFFFFFF1:
+            words.append(1)  # startLine
+        pcln += struct.pack(f"<{len(words)}I", *words) + bytes([0, f[5], 0, 0])
+        if len(pcln) % 8:
+            pcln += bytes(8 - len(pcln) % 8)
+    last = funcs[-1][1] + funcs[-1][2]
+    n = len(funcs)
+    if old:
+        struct.pack_into("<QQ", pcln, n * 16, text + last, 0)
+    else:
+        struct.pack_into("<II", pcln, n * 8, last, 0)
+    head = 8 + (7 if old else 8) * 8  # Go 1.16's header has no textStart
+    offs, at = [], head
+    for part in (names, cutab, filetab, pctab):
+        offs.append(at)
+        at += len(part)
+    offs.append(at)
+    words = [n, 1] + ([] if old else [text]) + offs
+    header = struct.pack("<IBBBB", magic, 0, 0, 1, 8) + struct.pack(f"<{len(words)}Q", *words)
+    header += bytes(head - len(header))
+    return header + bytes(names) + cutab + filetab + bytes(pctab) + bytes(pcln)
+
+
 def main():
     if CORPUS.exists():
         shutil.rmtree(CORPUS)
@@ -96,6 +175,9 @@ def main():
                     (0x5_0000, 4, 0, 0, 0)]
     write("table_cache", "aarch64-pages", cache_file(1, across_pages))
     write("table_cache", "empty", cache_file(0, []))
+    write("gopclntab", "go1.20", go_table(0xFFFFFFF1))
+    write("gopclntab", "go1.18", go_table(0xFFFFFFF0))
+    write("gopclntab", "go1.16", go_table(0xFFFFFFFA))
 
     snapshot = {
         "arch": "x86_64",

@@ -865,6 +865,8 @@ impl<B: Bytes> Table<B> {
 
 /// Reads and checks the header at `offset` of a table of at most `size` bytes.
 fn read_header(bytes: &mut impl Bytes, offset: u64, size: u64) -> Result<Header, GoError> {
+    // 64 bytes for Go 1.16, 72 since 1.18 (`textStart` was added); a 1.16 header is always
+    // followed by more of the table, so 72 bytes are read for either.
     let mut h = [0u8; 72];
     if !bytes.read_at(offset, &mut h) {
         return Err(GoError::Header("shorter than its header"));
@@ -902,7 +904,8 @@ fn read_header(bytes: &mut impl Bytes, offset: u64, size: u64) -> Result<Header,
     if nfunc == 0 || nfunc > MAX_FUNCTIONS {
         return Err(GoError::Header("implausible function count"));
     }
-    if rel.iter().any(|&r| r < 72 || r >= size) {
+    let header_bytes = if version == Version::Go116 { 64 } else { 72 };
+    if rel.iter().any(|&r| r < header_bytes || r >= size) {
         return Err(GoError::Header("a sub-table lies outside the table"));
     }
     let [funcnames, cutab, filetab, pctab, functab] = rel.map(|r| offset + r);

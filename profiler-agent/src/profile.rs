@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::aggregate::StackKey;
-use crate::process::{ObjectFile, ObjectKey, ProcessTable};
+use crate::process::ProcessTable;
 use crate::source::StackSide;
-use crate::symbolize::{Frame, FrameKind, Frames, Symbolizer};
-use crate::types::{BuildId, FileOffset, Pid, VirtAddr};
+pub use crate::symbolize::MappingInfo;
+use crate::symbolize::{Address, Frame, FrameKind, Frames, Symbolizer};
+use crate::types::{Pid, VirtAddr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LocationKind {
@@ -27,33 +28,6 @@ pub struct Location {
     pub kind: LocationKind,
     /// Whether the frames came from symbols (false for `[unknown]` and placeholders).
     pub symbolized: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct MappingInfo {
-    pub start: VirtAddr,
-    pub end: VirtAddr,
-    pub offset: FileOffset,
-    pub path: String,
-    pub build_id: Option<BuildId>,
-    /// The Go build id, for Go binaries (they may carry a GNU one as well).
-    pub go_build_id: Option<String>,
-    pub kernel: bool,
-}
-
-impl MappingInfo {
-    /// The one mapping all kernel frames share (kallsyms addresses are absolute).
-    pub fn kernel() -> Self {
-        MappingInfo {
-            start: VirtAddr(0),
-            end: VirtAddr(0),
-            offset: FileOffset(0),
-            path: "[kernel.kallsyms]".into(),
-            build_id: None,
-            go_build_id: None,
-            kernel: true,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -163,9 +137,6 @@ pub fn build(
     }
 }
 
-/// A file and the (location, offset) pairs to symbolize in it.
-type ObjectWork = (Arc<ObjectFile>, Vec<(usize, FileOffset)>);
-
 #[derive(Default)]
 struct Builder {
     processes: Vec<ProcessMeta>,
@@ -245,116 +216,39 @@ impl Builder {
             })
     }
 
-    /// Symbolizes every location, batching user offsets per file.
+    /// Symbolizes every location (the symbolizer picks the resolver and batches per file).
     fn resolve(&mut self, table: &ProcessTable, symbolizer: &mut Symbolizer) {
-        let mut per_object: HashMap<ObjectKey, ObjectWork> = HashMap::new();
-        let mut kernel: Vec<(usize, VirtAddr)> = Vec::new();
-        for i in 0..self.keys.len() {
-            match self.keys[i] {
-                LocKey::User(pid, addr, leaf) => {
-                    // A return address points after the call; the call itself is one byte back,
-                    // in the mapping below when the address starts a mapping.
-                    let lookup = if leaf {
-                        addr
-                    } else {
-                        VirtAddr(addr.0.saturating_sub(1))
-                    };
-                    let mapping = table.get(pid).and_then(|p| p.mapping(lookup)).cloned();
-                    let (Some(m), Some(offset)) = (
-                        mapping.as_ref(),
-                        mapping.as_ref().and_then(|m| m.file_offset(lookup)),
-                    ) else {
-                        // Outside every mapping we know of: unresolved, and counted as such.
-                        symbolizer.stats.unknown += 1;
-                        self.locations[i].frames = unknown(&format!("{:#x}", addr.0));
-                        continue;
-                    };
-                    let map_idx = self.mapping(
-                        Some(pid),
-                        MappingInfo {
-                            start: m.start,
-                            end: m.end,
-                            offset: m.offset,
-                            path: m
-                                .object
-                                .as_ref()
-                                .map_or(m.label.clone(), |o| o.path.display().to_string()),
-                            build_id: m.object.as_ref().and_then(|o| o.build_id.clone()),
-                            go_build_id: m.object.as_ref().and_then(|o| o.go_build_id.clone()),
-                            kernel: false,
-                        },
-                    );
-                    self.locations[i].mapping = Some(map_idx);
-                    match &m.object {
-                        Some(object) => {
-                            per_object
-                                .entry(object.key)
-                                .or_insert_with(|| (Arc::clone(object), Vec::new()))
-                                .1
-                                .push((i, offset));
-                        }
-                        None => {
-                            // Anonymous or special code (JIT, vdso): no file to read names from.
-                            // Shown at the address itself, as for files below.
-                            symbolizer.stats.unknown += 1;
-                            let raw = offset.0 + u64::from(!leaf);
-                            self.locations[i].frames = unknown(&format!("{}+{raw:#x}", m.label));
-                        }
-                    }
-                }
-                LocKey::Kernel(addr) => kernel.push((i, addr)),
-                LocKey::Placeholder(_) => {}
-            }
+        let mut indices = Vec::new();
+        let mut addresses = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let address = match *key {
+                LocKey::User(pid, addr, leaf) => Address::User { pid, addr, leaf },
+                LocKey::Kernel(addr) => Address::Kernel(addr),
+                LocKey::Placeholder(_) => continue,
+            };
+            indices.push(i);
+            addresses.push(address);
         }
-        for (object, items) in per_object.into_values() {
-            let offsets: Vec<FileOffset> = items.iter().map(|(_, o)| *o).collect();
-            let results = symbolizer.user(&object, &offsets);
-            for ((i, offset), frames) in items.into_iter().zip(results) {
-                let loc = &mut self.locations[i];
-                if frames.is_empty() {
-                    // Show the offset of the address itself, as tools like addr2line expect.
-                    let raw = if matches!(self.keys[i], LocKey::User(_, _, true)) {
-                        offset.0
-                    } else {
-                        offset.0 + 1
-                    };
-                    loc.frames = unknown(&format!("{}+{raw:#x}", object.name()));
-                } else {
-                    loc.frames = frames;
-                    loc.symbolized = true;
-                }
-            }
-        }
-        if !kernel.is_empty() {
-            let kernel_map = self.mapping(None, MappingInfo::kernel());
-            let addrs: Vec<VirtAddr> = kernel.iter().map(|(_, a)| *a).collect();
-            for ((i, addr), frames) in kernel.into_iter().zip(symbolizer.kernel(&addrs)) {
-                let loc = &mut self.locations[i];
-                loc.mapping = Some(kernel_map);
-                if frames.is_empty() {
-                    loc.frames = unknown(&format!("[kernel]+{:#x}", addr.0));
-                } else {
-                    loc.frames = frames;
-                    loc.symbolized = true;
-                }
-            }
+        let resolved = symbolizer.resolve(table, &addresses);
+        for ((i, address), r) in indices.into_iter().zip(addresses).zip(resolved) {
+            let pid = match address {
+                Address::User { pid, .. } => Some(pid),
+                Address::Kernel(_) => None,
+            };
+            let mapping = r.mapping.map(|info| self.mapping(pid, info));
+            let loc = &mut self.locations[i];
+            loc.mapping = mapping;
+            loc.frames = r.frames;
+            loc.symbolized = r.symbolized;
         }
     }
-}
-
-fn unknown(what: &str) -> Frames {
-    Frames::from([Frame {
-        function: Arc::from(format!("[unknown] {what}")),
-        file: None,
-        line: None,
-        kind: FrameKind::Native,
-    }])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::process::{Mapping, ProcessInfo};
+    use crate::types::FileOffset;
 
     fn mapping(start: u64, end: u64, offset: u64, label: &str) -> Mapping {
         Mapping {

@@ -66,6 +66,8 @@ pub mod kind {
     /// frame) and the caller's frame pointer at SP - 8; with `cfa_offset` 0 (a frameless leaf,
     /// or before the prologue) the return address is still in the link register.
     pub const GO_ARM64: u8 = 6;
+    /// The highest kind: tables with others are invalid.
+    pub const LAST: u8 = GO_ARM64;
 }
 
 /// One row of an unwind table: the rule in force from `pc` up to the next row's `pc`.

@@ -19,8 +19,8 @@ mod kernel;
 use elf::{debug_offsets, to_frames};
 use kernel::Kallsyms;
 
-use crate::process::{ObjectFile, ObjectKey};
-use crate::types::{FileOffset, VirtAddr};
+use crate::process::{ObjectFile, ObjectKey, ProcessTable};
+use crate::types::{BuildId, FileOffset, Pid, VirtAddr};
 
 /// Bound on cached results (user + kernel), about 130 bytes each with interned names: ~13 MiB.
 /// The cache is cleared when it is reached; entries are recomputed on demand.
@@ -48,6 +48,57 @@ pub enum FrameKind {
 
 /// Frames for one address, innermost (most deeply inlined) first. Empty when unknown.
 pub type Frames = Arc<[Frame]>;
+
+#[derive(Clone, Debug)]
+pub struct MappingInfo {
+    pub start: VirtAddr,
+    pub end: VirtAddr,
+    pub offset: FileOffset,
+    pub path: String,
+    pub build_id: Option<BuildId>,
+    /// The Go build id, for Go binaries (they may carry a GNU one as well).
+    pub go_build_id: Option<String>,
+    pub kernel: bool,
+}
+
+impl MappingInfo {
+    /// The one mapping all kernel frames share (kallsyms addresses are absolute).
+    pub fn kernel() -> Self {
+        MappingInfo {
+            start: VirtAddr(0),
+            end: VirtAddr(0),
+            offset: FileOffset(0),
+            path: "[kernel.kallsyms]".into(),
+            build_id: None,
+            go_build_id: None,
+            kernel: true,
+        }
+    }
+}
+
+/// An address to symbolize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// In a process; `leaf` for the sampled frame (other frames are return addresses, looked up
+    /// one byte back, at the call).
+    User {
+        pid: Pid,
+        addr: VirtAddr,
+        leaf: bool,
+    },
+    Kernel(VirtAddr),
+}
+
+/// What an address resolved to.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Innermost first; never empty: unknown code gets one `[unknown] module+0xoffset` frame.
+    pub frames: Frames,
+    /// The mapping the address lies in, when one is known.
+    pub mapping: Option<MappingInfo>,
+    /// Whether a resolver named it (false for `[unknown]` frames).
+    pub symbolized: bool,
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SymbolizerStats {
@@ -124,6 +175,115 @@ impl Symbolizer {
         self.user_cache.clear();
         self.kernel_cache.clear();
         self.names.clear();
+    }
+
+    /// Symbolizes addresses of processes (through their mappings in `table`) and of the kernel:
+    /// the one place that finds the code an address belongs to and sends it to its resolver,
+    /// batched per file.
+    pub fn resolve(&mut self, table: &ProcessTable, addresses: &[Address]) -> Vec<Resolved> {
+        let mut out: Vec<Option<Resolved>> = vec![None; addresses.len()];
+        let mut per_object: HashMap<ObjectKey, ObjectWork> = HashMap::new();
+        let mut kernel: Vec<(usize, VirtAddr)> = Vec::new();
+        for (i, address) in addresses.iter().enumerate() {
+            let (pid, addr, leaf) = match *address {
+                Address::User { pid, addr, leaf } => (pid, addr, leaf),
+                Address::Kernel(addr) => {
+                    kernel.push((i, addr));
+                    continue;
+                }
+            };
+            // A return address points after the call; the call itself is one byte back, in the
+            // mapping below when the address starts a mapping.
+            let lookup = if leaf {
+                addr
+            } else {
+                VirtAddr(addr.0.saturating_sub(1))
+            };
+            let mapping = table.get(pid).and_then(|p| p.mapping(lookup));
+            let (Some(m), Some(offset)) = (mapping, mapping.and_then(|m| m.file_offset(lookup)))
+            else {
+                // Outside every mapping we know of: unresolved, and counted as such.
+                self.stats.unknown += 1;
+                out[i] = Some(Resolved {
+                    frames: unknown(&format!("{:#x}", addr.0)),
+                    mapping: None,
+                    symbolized: false,
+                });
+                continue;
+            };
+            let info = MappingInfo {
+                start: m.start,
+                end: m.end,
+                offset: m.offset,
+                path: m
+                    .object
+                    .as_ref()
+                    .map_or(m.label.clone(), |o| o.path.display().to_string()),
+                build_id: m.object.as_ref().and_then(|o| o.build_id.clone()),
+                go_build_id: m.object.as_ref().and_then(|o| o.go_build_id.clone()),
+                kernel: false,
+            };
+            // Shown at the address itself, as tools like addr2line expect.
+            let shown = offset.0 + u64::from(!leaf);
+            match &m.object {
+                Some(object) => {
+                    per_object
+                        .entry(object.key)
+                        .or_insert_with(|| (Arc::clone(object), Vec::new()))
+                        .1
+                        .push((i, offset, shown, info));
+                }
+                None => {
+                    // Anonymous or special code (JIT, vdso): no file to read names from.
+                    self.stats.unknown += 1;
+                    out[i] = Some(Resolved {
+                        frames: unknown(&format!("{}+{shown:#x}", m.label)),
+                        mapping: Some(info),
+                        symbolized: false,
+                    });
+                }
+            }
+        }
+        for (object, items) in per_object.into_values() {
+            let offsets: Vec<FileOffset> = items.iter().map(|(_, o, _, _)| *o).collect();
+            let results = self.user(&object, &offsets);
+            for ((i, _, shown, info), frames) in items.into_iter().zip(results) {
+                let symbolized = !frames.is_empty();
+                out[i] = Some(Resolved {
+                    frames: if symbolized {
+                        frames
+                    } else {
+                        unknown(&format!("{}+{shown:#x}", object.name()))
+                    },
+                    mapping: Some(info),
+                    symbolized,
+                });
+            }
+        }
+        if !kernel.is_empty() {
+            let addrs: Vec<VirtAddr> = kernel.iter().map(|(_, a)| *a).collect();
+            for ((i, addr), frames) in kernel.into_iter().zip(self.kernel(&addrs)) {
+                let symbolized = !frames.is_empty();
+                out[i] = Some(Resolved {
+                    frames: if symbolized {
+                        frames
+                    } else {
+                        unknown(&format!("[kernel]+{:#x}", addr.0))
+                    },
+                    mapping: Some(MappingInfo::kernel()),
+                    symbolized,
+                });
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Resolved {
+                    frames: unknown("?"),
+                    mapping: None,
+                    symbolized: false,
+                })
+            })
+            .collect()
     }
 
     /// Symbolizes offsets into one file. The offsets must already point *into* the instruction
@@ -283,6 +443,20 @@ impl Symbolizer {
             })
             .collect()
     }
+}
+
+/// A file and what to symbolize in it: (index in the request, offset, offset shown when unknown,
+/// mapping).
+type ObjectWork = (Arc<ObjectFile>, Vec<(usize, FileOffset, u64, MappingInfo)>);
+
+/// The frame of code no resolver named.
+pub fn unknown(what: &str) -> Frames {
+    Frames::from([Frame {
+        function: Arc::from(format!("[unknown] {what}")),
+        file: None,
+        line: None,
+        kind: FrameKind::Native,
+    }])
 }
 
 fn intern(names: &mut std::collections::HashSet<Arc<str>>, name: &str) -> Arc<str> {

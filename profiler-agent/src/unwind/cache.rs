@@ -371,9 +371,7 @@ impl CachedTable {
         let table = Self { map, info, len };
         let rows = table.rows();
         let valid = rows.len() == len
-            && rows
-                .iter()
-                .all(|r| r.kind <= kind::UNSUPPORTED && r._pad == 0)
+            && rows.iter().all(|r| r.kind <= kind::LAST && r._pad == 0)
             && rows.windows(2).all(|w| w[0].pc < w[1].pc);
         valid.then_some(table)
     }
