@@ -6,13 +6,17 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod go;
+pub use go::{go_toolchains, install_go_toolchains};
+
 #[derive(clap::Args, Default)]
 pub struct Options {
     /// Also install what building for this target needs (x86_64-unknown-linux-gnu or
     /// aarch64-unknown-linux-gnu): the cross linker and std when it is not the host's own.
     #[arg(long)]
     pub target: Option<String>,
-    /// Also install the tools the test suite uses (perf, gcc, Python and npm packages).
+    /// Also install the tools the test suite uses (perf, gcc, Go 1.19-1.23, Python and npm
+    /// packages).
     #[arg(long)]
     pub test_tools: bool,
 }
@@ -234,6 +238,7 @@ pub fn run(opts: &Options) -> Result<()> {
             apt_install(NODE_PACKAGES)?;
         }
         install_test_readers()?;
+        install_go_toolchains()?;
     }
     eprintln!("set-up complete");
     Ok(())
@@ -248,7 +253,7 @@ pub fn install_vm_tools(deb_arch: &str) -> Result<()> {
     }
 }
 
-/// Where the test suite's own tools live: `target/test-tools/{venv,node_modules}`.
+/// Where the test suite's own tools live: `target/test-tools/{venv,node_modules,go}`.
 pub fn test_tools_dir() -> PathBuf {
     workspace_root().join("target/test-tools")
 }

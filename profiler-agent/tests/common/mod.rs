@@ -600,3 +600,210 @@ fn peak_of(points: &[(f64, f64)]) -> f64 {
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// The Go toolchains `cargo xtask setup --test-tools` installed, oldest first: (version, `go`
+/// binary), as it lists them in `target/test-tools/go/toolchains.txt` (xtask's
+/// `setup::go_toolchains` is the one list; the tests cannot depend on xtask).
+pub fn go_toolchains() -> Vec<(String, PathBuf)> {
+    let file = workspace_root().join("target/test-tools/go/toolchains.txt");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: the Go toolchains are missing: run `cargo xtask setup --test-tools`",
+            file.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(v, go)| (v.to_string(), PathBuf::from(go)))
+        .collect()
+}
+
+/// How [`build_go`] builds a Go workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoBuild {
+    /// A version [`go_toolchains`] lists, e.g. "1.23".
+    pub version: String,
+    /// `-ldflags=-s -w`: no `.symtab`, no DWARF, but the pclntab stays (what container images
+    /// ship).
+    pub stripped: bool,
+    /// `-buildmode=pie`.
+    pub pie: bool,
+    /// `-trimpath`: no file system paths in the pclntab's file table.
+    pub trimpath: bool,
+    /// GOARCH: "amd64" or "arm64".
+    pub goarch: String,
+    /// CGO_ENABLED=1 (with the cross gcc for a foreign GOARCH); CGO_ENABLED=0 otherwise, which
+    /// makes a static binary.
+    pub cgo: bool,
+}
+
+impl GoBuild {
+    /// A plain build for this machine's architecture with Go `version`.
+    pub fn new(version: &str) -> GoBuild {
+        GoBuild {
+            version: version.to_string(),
+            stripped: false,
+            pie: false,
+            trimpath: false,
+            goarch: if cfg!(target_arch = "aarch64") {
+                "arm64"
+            } else {
+                "amd64"
+            }
+            .to_string(),
+            cgo: false,
+        }
+    }
+
+    /// The directory name's variant part: `amd64`, `arm64-pie-stripped`, `amd64-trimpath-cgo`.
+    fn variant(&self) -> String {
+        let mut v = self.goarch.clone();
+        for (on, name) in [
+            (self.pie, "-pie"),
+            (self.stripped, "-stripped"),
+            (self.trimpath, "-trimpath"),
+            (self.cgo, "-cgo"),
+        ] {
+            if on {
+                v.push_str(name);
+            }
+        }
+        v
+    }
+
+    /// The binary's name, which is also its `comm` (15 bytes at most): `hot`, `hot_s` (stripped),
+    /// `hot_pie_s`; `httpload_pie_s` is the longest.
+    fn file_name(&self, program: &str) -> String {
+        let mut name = program.to_string();
+        if self.pie {
+            name.push_str("_pie");
+        }
+        if self.stripped {
+            name.push_str("_s");
+        }
+        name
+    }
+
+    fn args(&self) -> Vec<&'static str> {
+        let mut args = vec!["build"];
+        if self.stripped {
+            args.push("-ldflags=-s -w");
+        }
+        if self.pie {
+            args.push("-buildmode=pie");
+        }
+        if self.trimpath {
+            args.push("-trimpath");
+        }
+        args
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let cache = workspace_root().join("target/go-workloads/.cache");
+        let mut env = vec![
+            ("GOARCH", self.goarch.clone()),
+            ("GOOS", "linux".into()),
+            ("CGO_ENABLED", if self.cgo { "1" } else { "0" }.into()),
+            // One build cache for every toolchain (its keys include the toolchain), shared
+            // with `cargo xtask vm-test`'s Go build.
+            ("GOCACHE", cache.join("build").display().to_string()),
+            ("GOPATH", cache.join("gopath").display().to_string()),
+            (
+                "GOMODCACHE",
+                cache.join("gopath/pkg/mod").display().to_string(),
+            ),
+            // Hermetic: no user `go env -w` settings, no toolchain or module downloads (there
+            // is no proxy.golang.org here), GOPATH mode for a single package main (works the
+            // same from 1.19 to 1.23, with no go.mod to keep in step with the versions).
+            ("GOENV", "off".into()),
+            ("GOTOOLCHAIN", "local".into()),
+            ("GOPROXY", "off".into()),
+            ("GOFLAGS", "-buildvcs=false".into()),
+            ("GO111MODULE", "off".into()),
+        ];
+        let host = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        if self.cgo && self.goarch != host {
+            let cc = match self.goarch.as_str() {
+                "arm64" => "aarch64-linux-gnu-gcc",
+                "amd64" => "x86_64-linux-gnu-gcc",
+                other => panic!("no cross C compiler known for GOARCH={other}"),
+            };
+            env.push(("CC", cc.into()));
+        }
+        env
+    }
+}
+
+/// Builds `tests/workloads/go/<program>/` (package main) with `go` into
+/// `target/go-workloads/<program>-<version>-<variant>/` (variant as in
+/// `amd64-pie-stripped`; the file itself is short, see [`GoBuild`]). Rebuilds only when the
+/// source, the flags or the toolchain changed.
+pub fn build_go(program: &str, go: &GoBuild) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let toolchains = go_toolchains();
+    let (_, go_binary) = toolchains
+        .iter()
+        .find(|(v, _)| *v == go.version)
+        .unwrap_or_else(|| panic!("no Go {} in {toolchains:?}", go.version));
+    let src = workspace_root().join("tests/workloads/go").join(program);
+    let dir = workspace_root().join("target/go-workloads").join(format!(
+        "{program}-{}-{}",
+        go.version,
+        go.variant()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(go.file_name(program));
+
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "go"))
+        .collect();
+    sources.sort();
+    // What the binary depends on, in full (a few KiB): compared, not hashed.
+    // GOROOT/VERSION: a point release of the same toolchain (an apt upgrade) rebuilds too.
+    let goroot_version = go_binary
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|root| std::fs::read_to_string(root.join("VERSION")).ok())
+        .unwrap_or_default();
+    let mut key = format!(
+        "{} {goroot_version:?} {:?} {:?}\n",
+        go_binary.display(),
+        go.args(),
+        go.env()
+    );
+    for file in &sources {
+        key.push_str(&std::fs::read_to_string(file).unwrap());
+    }
+    let stamp = dir.join("build.key");
+    if out.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        return out;
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let mut cmd = Command::new(go_binary);
+    cmd.args(go.args())
+        .arg("-o")
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env_remove("GOROOT")
+        .envs(go.env());
+    let started = std::time::Instant::now();
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", go_binary.display()));
+    assert!(status.success(), "{cmd:?} failed ({status})");
+    eprintln!(
+        "built {} in {:.1} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::write(&stamp, key).unwrap();
+    out
+}
