@@ -32,7 +32,10 @@ fn open_table(binary: &Path) -> Table<BlockFile> {
 /// spelling), and array lengths in type names elided (before Go 1.21 the table spells
 /// `type..eq.[5]T` as `type..eq.[...]T`).
 fn normalized(symbol: &str) -> String {
-    let name = symbol.strip_suffix(".abi0").unwrap_or(symbol).replace('·', ".");
+    let name = symbol
+        .strip_suffix(".abi0")
+        .unwrap_or(symbol)
+        .replace('·', ".");
     let name = name.as_str();
     let mut out = String::with_capacity(name.len());
     let mut rest = name;
@@ -93,7 +96,12 @@ fn every_toolchain_arch_and_link_mode_names_the_symbol_tables_functions_when_str
                 let stripped = build_go("hot", &variant(&version, goarch, pie, true));
                 assert!(!has_section(&stripped, ".symtab"), "{}", stripped.display());
                 let symbols = function_symbols(&plain);
-                assert!(symbols.len() > 500, "{}: {} symbols", plain.display(), symbols.len());
+                assert!(
+                    symbols.len() > 500,
+                    "{}: {} symbols",
+                    plain.display(),
+                    symbols.len()
+                );
                 let mut table = open_table(&stripped);
                 let (mut same, mut missing) = (0, Vec::new());
                 for (addr, size, name) in &symbols {
@@ -276,7 +284,10 @@ fn inlined_frames_agree_with_the_dwarf_inline_records() {
         eprintln!(
             "go{version}: {compared} addresses of main.inlineCaller agree with DWARF, {inlined} inside main.square"
         );
-        assert!(inlined > 0, "go{version}: no address inside the inlined square");
+        assert!(
+            inlined > 0,
+            "go{version}: no address inside the inlined square"
+        );
     }
 }
 
@@ -401,8 +412,47 @@ fn goroutine_stacks_of_an_http_server_end_at_goexit_and_none_is_cut_short() {
         "{rooted} of {total} stacks start at a Go stack's end: {by_root:?}"
     );
     let goexit = by_root.get("runtime.goexit").copied().unwrap_or(0);
-    assert!(goexit * 2 >= total, "most samples are goroutines: {by_root:?}");
+    assert!(
+        goexit * 2 >= total,
+        "most samples are goroutines: {by_root:?}"
+    );
     // The handlers' work is there, under net/http's server loop.
     let handler = count_with(&folded, &["net/http.(*conn).serve"]);
     assert!(handler > 0, "no samples under net/http.(*conn).serve");
+}
+
+#[test]
+fn cgo_programs_show_their_c_frames_under_asmcgocall_and_their_go_frames_by_name() {
+    if !require_root() {
+        return;
+    }
+    let build = GoBuild {
+        cgo: true,
+        ..GoBuild::new("1.23")
+    };
+    let binary = build_go("cgo", &build);
+    let w = Workload::start(&binary, &[]);
+    let folded = profile(w.pid(), "3s");
+    let total = total(&folded);
+    // The C code (external linking: gcc's objects, named from .symtab through blazesym, unwound
+    // through their .eh_frame) runs on the system stack, which ends at runtime.asmcgocall.
+    let c = count_with(&folded, &["runtime.asmcgocall"]);
+    let cwork = folded
+        .iter()
+        .filter(|(s, _)| s[0] == "runtime.asmcgocall" && s.iter().any(|f| f == "cwork"))
+        .map(|(_, c)| c)
+        .sum::<u64>();
+    let go = count_with(
+        &folded,
+        &["runtime.goexit", "runtime.main", "main.main", "main.goWork"],
+    );
+    eprintln!(
+        "cgo: {total} samples, {go} in main.goWork, {c} on the system stack, {cwork} of them in cwork"
+    );
+    assert!(go * 5 >= total, "too few Go samples: {folded:?}");
+    assert!(
+        cwork * 5 >= total,
+        "too few samples in the C function: {folded:?}"
+    );
+    assert_named("cgo", &folded);
 }
