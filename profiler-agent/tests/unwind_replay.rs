@@ -8,6 +8,9 @@
 //! The tables are built and laid out by the agent's own loader, into an in-memory image of the
 //! kernel's maps, so the replay covers everything but the BPF program's map lookups.
 //!
+//! Go programs (static, stripped) replay too: goroutine stacks live in Go's heap, so the recorder
+//! reads whichever mapping holds the stack pointer, of the thread running the busy goroutine.
+//!
 //! x86_64 only: the register read (`PTRACE_GETREGS`) is x86_64's; arm64 is covered live by
 //! `cargo xtask vm-test`.
 #![cfg(target_arch = "x86_64")]
@@ -47,7 +50,7 @@ impl Drop for Seized {
     }
 }
 
-/// Stops `pid` where it is, records its registers, its stack from the stack pointer up (at most
+/// Stops thread `pid` where it is, records its registers, its stack from the stack pointer up (at most
 /// [`MAX_STACK_BYTES`]) and its mappings, and lets it run on. `pid` must be a child of this
 /// thread's process: then ptrace needs no privilege.
 fn record(pid: u32) -> Recording {
@@ -92,9 +95,10 @@ fn record(pid: u32) -> Recording {
         lr: 0,
     };
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    // The mapping holding the stack pointer: `[stack]` for a main thread, an anonymous mapping
+    // for other threads and for goroutines (Go allocates their stacks in its heap).
     let stack_end = maps
         .lines()
-        .filter(|l| l.ends_with("[stack]"))
         .filter_map(|l| {
             let (start, end) = l.split_whitespace().next()?.split_once('-')?;
             Some((
@@ -104,7 +108,7 @@ fn record(pid: u32) -> Recording {
         })
         .find(|(start, end)| (*start..*end).contains(&regs.sp))
         .map(|(_, end)| end)
-        .expect("the stack pointer is in [stack]");
+        .expect("the stack pointer is in a mapping");
     let mut stack = vec![0; (stack_end - regs.sp).min(MAX_STACK_BYTES) as usize];
     File::open(format!("/proc/{pid}/mem"))
         .and_then(|mem| mem.read_exact_at(&mut stack, regs.sp))
@@ -134,8 +138,9 @@ struct Target {
 }
 
 impl Target {
-    /// Reads the process's mappings and loads the table of each object it maps.
-    fn new(pid: u32) -> Self {
+    /// Reads the process's mappings and loads the table of each object it maps (`tables` of
+    /// them at least).
+    fn new(pid: u32, tables: u64) -> Self {
         let pid = Pid(pid);
         let mut names = ProcessTable::default();
         names.refresh(pid).expect("the workload's mappings");
@@ -149,7 +154,7 @@ impl Target {
         loader.update(&mut kernel, names.get(pid).expect("refreshed"));
         let stats = loader.stats();
         eprintln!("loader: {stats:?}");
-        assert!(stats.tables_loaded >= 2, "the program's and libc's tables");
+        assert!(stats.tables_loaded >= tables, "{tables} tables expected");
         Self {
             pid,
             kernel,
@@ -206,11 +211,24 @@ struct Replayed {
 
 /// Records `count` stacks of a running workload, `interval` apart, and replays each.
 fn record_and_replay(pid: u32, count: usize, interval: Duration) -> Vec<Replayed> {
-    let mut target = Target::new(pid);
+    // The program's table and libc's.
+    record_and_replay_threads(pid, 2, count, interval, |pid| pid)
+}
+
+/// The same, recording the thread `thread(pid)` picks each time, with at least `tables`
+/// tables loaded.
+fn record_and_replay_threads(
+    pid: u32,
+    tables: u64,
+    count: usize,
+    interval: Duration,
+    thread: impl Fn(u32) -> u32,
+) -> Vec<Replayed> {
+    let mut target = Target::new(pid, tables);
     let mut out = Vec::new();
     for n in 0..count {
         std::thread::sleep(interval);
-        let rec = record(pid);
+        let rec = record(thread(pid));
         let mappings = target.mappings();
         let dwarf = rec
             .snapshot
@@ -375,4 +393,83 @@ fn perf_dwarf_reference_sees_the_no_frame_pointer_call_chain() {
         "{total} samples: {sort} through level_b;level_a;run;main, {spin} through spin;run;main"
     );
     assert!(sort > 0 && spin > 0, "{paths:#?}");
+}
+
+/// The thread of `pid` that has run longest (user + system time): the one running a busy
+/// goroutine, whichever thread Go's scheduler put it on.
+fn busiest_thread(pid: u32) -> u32 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            // Fields after the parenthesised comm: state is 3rd, utime 14th, stime 15th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let running = fields.first() == Some(&"R");
+            let time: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((running, time, tid))
+        })
+        .max()
+        .map(|(_, _, tid)| tid)
+        .unwrap_or(pid)
+}
+
+#[test]
+fn table_replay_keeps_the_callers_of_frameless_go_leaves_where_frame_pointers_lose_them() {
+    for version in ["1.19", "1.23"] {
+        let build = GoBuild {
+            stripped: true,
+            ..GoBuild::new(version)
+        };
+        let w = Workload::start(&build_go("hot", &build), &[]);
+        std::thread::sleep(Duration::from_millis(200));
+        // A static Go binary: its own table (and the vDSO's, when it has CFI).
+        let replayed =
+            record_and_replay_threads(w.pid(), 1, 30, Duration::from_millis(25), busiest_thread);
+        const ROOTS: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go"];
+        let (mut in_leaf, mut fp_lost) = (0, 0);
+        for r in &replayed {
+            let names = &r.dwarf_names;
+            assert_eq!(r.dwarf.stop, Stop::Complete, "go{version}: {names:?}");
+            assert!(!r.dwarf.truncated, "go{version}: {names:?}");
+            let root = names.last().map(String::as_str).unwrap_or("");
+            assert!(
+                ROOTS.contains(&root)
+                    || names
+                        .iter()
+                        .any(|n| n == "runtime.systemstack" || n == "runtime.mcall"),
+                "go{version}: the stack does not end at a Go stack's end: {names:?}"
+            );
+            if names.first().is_some_and(|n| n == "main.leafWork") {
+                in_leaf += 1;
+                assert!(
+                    names[1] == "main.hotA" || names[1] == "main.hotB",
+                    "go{version}: the frameless leaf lost its caller: {names:?}"
+                );
+                assert_eq!(
+                    names[2..],
+                    ["main.main", "runtime.main", "runtime.goexit"],
+                    "go{version}"
+                );
+                if !r
+                    .fp_names
+                    .iter()
+                    .any(|n| n == "main.hotA" || n == "main.hotB")
+                {
+                    fp_lost += 1;
+                }
+            }
+        }
+        eprintln!(
+            "go{version}: {} snapshots, {in_leaf} in main.leafWork, of which frame pointers alone lost the caller in {fp_lost}",
+            replayed.len()
+        );
+        assert!(in_leaf > 0, "go{version}: no snapshot in the hot leaf");
+        assert_eq!(
+            fp_lost, in_leaf,
+            "go{version}: frame pointers found the leaf's caller"
+        );
+    }
 }
