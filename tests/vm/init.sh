@@ -102,5 +102,13 @@ if start nofp 60; then
     stop "$WPID"
 fi
 
+# Stripped, static Go: names from .gopclntab alone, and the caller of the frameless leaf
+# main.leafWork kept.
+if [ -x /opt/kalypso/hot_s ] && start hot_s 60; then
+    step go profiler-agent --pid "$WPID" --duration 5s --output /tmp/g.folded --quiet
+    emit go.folded /tmp/g.folded
+    stop "$WPID"
+fi
+
 say END "$(up)"
 poweroff -f

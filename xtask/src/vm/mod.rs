@@ -6,13 +6,13 @@
 //! 2. `apt-get download`s Debian's kernel package (what `linux-image-<arch>` depends on) and
 //!    `busybox-static` for that architecture into `target/vm-cache/<arch>/`, unpacked there with
 //!    dpkg (never into /), and cached between runs;
-//! 3. compiles the test workloads (`tests/workloads/`) and `tests/vm/dropuid.c` for it;
+//! 3. compiles the test workloads (`tests/workloads/`) and `tests/vm/dropuid.c` for it, and
+//!    cross-builds the Go workload `tests/workloads/go/hot` (stripped, static);
 //! 4. writes a gzip'd newc initramfs: busybox, the agent, the workloads, the shared libraries they
 //!    need, and `tests/vm/init.sh` as `/init`;
 //! 5. boots it with a hard timeout, reads the console, and checks what `/init` printed: the call
 //!    tree and its shares, kernel frames under user frames for a syscall-heavy workload, node-wide
-//!    mode, and the unprivileged error. Any failed check, or a VM that never reports, fails the
-//!    command with the check's name.
+//!    mode, the unprivileged error, and a stripped Go program's call tree. Any failed check, or a VM that never reports, fails the command with the check's name.
 //!
 //! The console log of the last run is kept in `target/vm-cache/<arch>/console.log`.
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,11 +31,13 @@ use crate::{build, setup};
 mod boot;
 mod checks;
 mod fetch;
+mod go;
 mod initramfs;
 
 use boot::*;
 use checks::*;
 use fetch::*;
+use go::*;
 use initramfs::*;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -292,6 +294,7 @@ fn run_arch(arch: Arch, opts: &Options) -> Result<Report> {
         )?;
         programs.push((name.to_string(), out));
     }
+    programs.push((GO_WORKLOAD.into(), build_go_workload(arch, &bin_dir)?));
     let stripped = bin_dir.join("profiler-agent");
     // The guest needs no debug info of the agent itself; without it the initramfs is ~5x smaller.
     let agent_in_vm = if Command::new(arch.tool("strip"))
@@ -535,8 +538,27 @@ KALYPSO|RC|nofp_fp|0|29.0
 KALYPSO|F|nofp_fp.folded|spin 150
 KALYPSO|F|nofp_fp.folded|mix 140
 KALYPSO|EOF|nofp_fp.folded
-KALYPSO|END|29.5
+KALYPSO|RC|go|0|35.0
+KALYPSO|F|go.err|wrote /tmp/g.folded (Folded): 490 samples in 5.0 s (98.0/s; 495 expected for one busy thread), 3 distinct stacks, agent CPU 0.50 s
+KALYPSO|EOF|go.err
+KALYPSO|F|go.folded|runtime.main;main.main;main.hotA;main.leafWork 360
+KALYPSO|F|go.folded|runtime.main;main.main;main.hotB;main.leafWork 122
+KALYPSO|F|go.folded|runtime.main;main.main;main.hotA 8
+KALYPSO|EOF|go.folded
+KALYPSO|END|35.5
 ";
+
+    /// The check names that fail, with `go-calltree` where the Go report fails too.
+    fn with_go(mut names: Vec<&'static str>, go_fails: bool) -> Vec<&'static str> {
+        if go_fails {
+            let at = names
+                .iter()
+                .position(|n| *n == "unprivileged")
+                .unwrap_or(names.len());
+            names.insert(at, "go-calltree");
+        }
+        names
+    }
 
     #[test]
     fn a_good_report_passes_every_check() {
@@ -549,10 +571,13 @@ KALYPSO|END|29.5
             Duration::from_secs(60),
         );
         assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
-        assert_eq!(checks.len(), 8);
+        assert_eq!(checks.len(), 9);
         assert_eq!(
             sample_rates(&out),
-            vec![("calltree".into(), 495, 5.0, 99.0)]
+            vec![
+                ("calltree".into(), 495, 5.0, 99.0),
+                ("go".into(), 490, 5.0, 98.0)
+            ]
         );
     }
 
@@ -573,7 +598,10 @@ KALYPSO|END|29.5
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(
             failed,
-            ["calltree", "syscalls", "nofp-unwind", "unprivileged"],
+            with_go(
+                vec!["calltree", "syscalls", "nofp-unwind", "unprivileged"],
+                false
+            ),
             "{checks:#?}"
         );
     }
@@ -626,14 +654,57 @@ KALYPSO|END|29.5
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(
             failed,
-            [
-                "calltree",
-                "syscalls",
-                "node-wide",
-                "nofp-unwind",
-                "unprivileged",
-                "complete"
-            ]
+            with_go(
+                vec![
+                    "calltree",
+                    "syscalls",
+                    "node-wide",
+                    "nofp-unwind",
+                    "unprivileged",
+                    "complete"
+                ],
+                true
+            )
+        );
+    }
+
+    #[test]
+    fn go_calltree_wants_three_to_one_with_the_frameless_leafs_caller() {
+        let ok = parse_console(&lines(GOOD));
+        let check = go_calltree(&ok);
+        assert!(check.ok, "{check:?}");
+        // What a frame-pointer walk gives: leafWork pushes no frame, so hotA/hotB are skipped.
+        let fp_walk = GOOD
+            .replace(
+                "main.main;main.hotA;main.leafWork",
+                "main.main;main.leafWork",
+            )
+            .replace(
+                "main.main;main.hotB;main.leafWork",
+                "main.main;main.leafWork",
+            );
+        let check = go_calltree(&parse_console(&lines(&fp_walk)));
+        assert!(
+            !check.ok && check.detail.contains("cover too little"),
+            "{check:?}"
+        );
+        // Unsymbolized (no .symtab, .gopclntab not read): addresses only.
+        let unnamed = GOOD
+            .replace("main.hotA;main.leafWork", "hot_s+0x8f2a0;hot_s+0x8f1c4")
+            .replace("main.hotB;main.leafWork", "hot_s+0x8f2e0;hot_s+0x8f1c4");
+        assert!(!go_calltree(&parse_console(&lines(&unnamed))).ok);
+        let even = GOOD.replace("main.hotB;main.leafWork 122", "main.hotB;main.leafWork 360");
+        let check = go_calltree(&parse_console(&lines(&even)));
+        assert!(!check.ok && check.detail.contains("share"), "{check:?}");
+        let missing: String = GOOD
+            .lines()
+            .filter(|l| !l.contains("|go"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let check = go_calltree(&parse_console(&lines(&missing)));
+        assert!(
+            !check.ok && check.detail.contains("never finished"),
+            "{check:?}"
         );
     }
 
