@@ -16,7 +16,6 @@
 //! Malformed tables never panic: every offset is checked against the table's bounds, every loop is
 //! bounded, and a function whose data does not decode yields no frames (or, for unwinding, no
 //! rows) rather than wrong ones.
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -75,11 +74,14 @@ impl<B: Bytes + ?Sized> Bytes for &mut B {
     }
 }
 
-/// A file read with `pread` through a bounded cache of aligned blocks.
+/// A file read with `pread` through a bounded, direct-mapped cache of aligned blocks (block `i`
+/// lives in slot `i % capacity`: no hashing on the lookup path, which runs for every few bytes a
+/// lookup reads).
 pub struct BlockFile {
     file: File,
-    blocks: HashMap<u64, Box<[u8]>>,
-    /// Bound on `blocks`.
+    /// `(block index, bytes)` per slot; empty until first used.
+    slots: Vec<Option<(u64, Box<[u8]>)>>,
+    /// Bound on `slots`.
     capacity: usize,
     /// `pread` calls made, for benchmarks.
     pub reads: u64,
@@ -95,7 +97,7 @@ impl BlockFile {
     pub fn with_capacity(file: File, blocks: usize) -> Self {
         Self {
             file,
-            blocks: HashMap::new(),
+            slots: Vec::new(),
             capacity: blocks.max(1),
             reads: 0,
         }
@@ -103,23 +105,29 @@ impl BlockFile {
 
     /// Drops every cached block.
     pub fn clear(&mut self) {
-        self.blocks = HashMap::new();
+        self.slots = Vec::new();
+    }
+
+    /// Blocks held now.
+    pub fn cached_blocks(&self) -> usize {
+        self.slots.iter().flatten().count()
     }
 
     fn block(&mut self, index: u64) -> Option<&[u8]> {
-        if !self.blocks.contains_key(&index) {
-            if self.blocks.len() >= self.capacity {
-                self.blocks.clear();
-            }
+        if self.slots.is_empty() {
+            self.slots.resize_with(self.capacity, || None);
+        }
+        let slot = (index % self.capacity as u64) as usize;
+        if !matches!(&self.slots[slot], Some((i, _)) if *i == index) {
             let mut buf = vec![0; BLOCK_BYTES];
             let mut filled = 0;
             // A short read is the end of the file: keep what there is.
             while filled < buf.len() {
                 self.reads += 1;
-                match self.file.read_at(
-                    &mut buf[filled..],
-                    index * BLOCK_BYTES as u64 + filled as u64,
-                ) {
+                match self
+                    .file
+                    .read_at(&mut buf[filled..], index * BLOCK_BYTES as u64 + filled as u64)
+                {
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -127,9 +135,9 @@ impl BlockFile {
                 }
             }
             buf.truncate(filled);
-            self.blocks.insert(index, buf.into_boxed_slice());
+            self.slots[slot] = Some((index, buf.into_boxed_slice()));
         }
-        self.blocks.get(&index).map(|b| &b[..])
+        self.slots[slot].as_ref().map(|(_, b)| &b[..])
     }
 }
 
@@ -327,6 +335,56 @@ fn find_header(bytes: &mut impl Bytes, offset: u64, size: u64) -> Option<u64> {
     None
 }
 
+/// The bytes of a pc-value table being decoded, read [`WINDOW_BYTES`] at a time.
+struct Window {
+    buf: [u8; WINDOW_BYTES],
+    /// File offset of `buf[0]`, and how much of it is filled.
+    start: u64,
+    len: usize,
+}
+
+const WINDOW_BYTES: usize = 128;
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            buf: [0; WINDOW_BYTES],
+            start: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Window {
+    fn byte(&mut self, bytes: &mut impl Bytes, end: u64, at: u64) -> Option<u8> {
+        if at < self.start || at - self.start >= self.len as u64 {
+            if at >= end {
+                return None;
+            }
+            let n = (end - at).min(WINDOW_BYTES as u64) as usize;
+            if !bytes.read_at(at, &mut self.buf[..n]) {
+                return None;
+            }
+            self.start = at;
+            self.len = n;
+        }
+        Some(self.buf[(at - self.start) as usize])
+    }
+
+    /// An unsigned LEB128 varint of at most 32 bits at `at`, and its length.
+    fn varint(&mut self, bytes: &mut impl Bytes, end: u64, at: u64) -> Option<(u32, u64)> {
+        let mut result: u32 = 0;
+        for i in 0..5u64 {
+            let b = self.byte(bytes, end, at + i)?;
+            result |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
+            if b & 0x80 == 0 {
+                return Some((result, i + 1));
+            }
+        }
+        None
+    }
+}
+
 /// One function's entry in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Func {
@@ -431,11 +489,6 @@ impl<B: Bytes> Table<B> {
     /// Whether inline trees can be read (Go 1.18+ needs the module data to find them).
     pub fn has_inline_trees(&self) -> bool {
         self.h.version == Version::Go116 || self.gofunc.is_some()
-    }
-
-    fn u8_at(&mut self, offset: u64) -> Option<u8> {
-        let mut b = [0u8; 1];
-        self.bytes.read_at(offset, &mut b).then_some(b[0])
     }
 
     fn u32_at(&mut self, offset: u64) -> Option<u32> {
@@ -624,11 +677,13 @@ impl<B: Bytes> Table<B> {
             return None;
         }
         let mut at = self.h.pctab.checked_add(u64::from(table))?;
+        let mut window = Window::default();
+        let end = self.h.end;
         let mut pc = f.entry;
         let mut value: i32 = -1;
         let mut first = true;
         for _ in 0..MAX_PCVALUE_STEPS {
-            let (uvdelta, n) = self.varint(at)?;
+            let (uvdelta, n) = window.varint(&mut self.bytes, end, at)?;
             if uvdelta == 0 && !first {
                 return Some(());
             }
@@ -638,7 +693,7 @@ impl<B: Bytes> Table<B> {
             } else {
                 (uvdelta >> 1) as i32
             };
-            let (pcdelta, n) = self.varint(at)?;
+            let (pcdelta, n) = window.varint(&mut self.bytes, end, at)?;
             at += n;
             value = value.wrapping_add(vdelta);
             let next = pc.checked_add(u64::from(pcdelta) * self.h.quantum)?;
@@ -652,22 +707,6 @@ impl<B: Bytes> Table<B> {
             }
             pc = next;
             first = false;
-        }
-        None
-    }
-
-    /// An unsigned LEB128 varint of at most 32 bits at `at`, and its length.
-    fn varint(&mut self, at: u64) -> Option<(u32, u64)> {
-        let mut result: u32 = 0;
-        for i in 0..5u64 {
-            if at + i >= self.h.end {
-                return None;
-            }
-            let b = self.u8_at(at + i)?;
-            result |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
-            if b & 0x80 == 0 {
-                return Some((result, i + 1));
-            }
         }
         None
     }

@@ -250,7 +250,7 @@ fn a_block_file_reads_across_blocks_and_stays_bounded() {
     );
     for block in 0..(MAX_CACHED_BLOCKS as u64 + 10) {
         let _ = f.read_at(block * BLOCK_BYTES as u64, &mut [0u8; 1]);
-        assert!(f.blocks.len() <= MAX_CACHED_BLOCKS);
+        assert!(f.cached_blocks() <= MAX_CACHED_BLOCKS);
     }
 }
 
