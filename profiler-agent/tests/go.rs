@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSymbol, SymbolKind};
 use profiler_agent::gopclntab::{BlockFile, GoFrame, Layout, Table};
 
 fn open_table(binary: &Path) -> Table<BlockFile> {

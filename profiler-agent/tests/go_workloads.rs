@@ -10,6 +10,7 @@
 //!   on arm64, not 0: the load bias is the mapping's start minus that. The header's textStart
 //!   holds the link-time .text address in the file and is fixed up by an R_*_RELATIVE
 //!   relocation at run time.
+//!
 //! Stripping changes neither the section nor its size. The magic is 0xfffffff0 for Go 1.18-1.19
 //! and 0xfffffff1 from Go 1.20 on; the header is magic, two zero bytes, the instruction size
 //! quantum (1 on amd64, 4 on arm64), the pointer size, then nfunc, nfiles and textStart.
