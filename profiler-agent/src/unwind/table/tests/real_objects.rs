@@ -310,8 +310,15 @@ fn measure_table_builds() {
         agent,
         PathBuf::from("/usr/lib/llvm-22/lib/libLLVM.so.22.1"),
         PathBuf::from("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1"),
+        // Stripped Go (cgo) binaries: rows from .gopclntab merged with their C code's CFI.
+        PathBuf::from("/usr/bin/podman"),
+        PathBuf::from("/usr/sbin/runc"),
     ];
     objects.extend(globs.into_iter().filter(|p| p.exists()));
+    // More, e.g. a generated 100 MiB Go binary: KALYPSO_TABLE_OBJECTS=a:b.
+    if let Ok(extra) = std::env::var("KALYPSO_TABLE_OBJECTS") {
+        objects.extend(extra.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
+    }
     if let Ok(home) = std::env::var("HOME") {
         let lib = Path::new(&home).join(".rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/lib");
         for entry in std::fs::read_dir(lib).into_iter().flatten().flatten() {
