@@ -66,7 +66,12 @@ fn status_kib(field: &str) -> u64 {
 }
 
 /// Runs one reader in this process: (cold s, warm s, names, frames) for the addresses.
-fn run(mode: &str, unstripped: &Path, stripped: &Path, addrs: &[u64]) -> (f64, f64, Vec<String>, usize) {
+fn run(
+    mode: &str,
+    unstripped: &Path,
+    stripped: &Path,
+    addrs: &[u64],
+) -> (f64, f64, Vec<String>, usize) {
     match mode {
         "pclntab" => {
             let pass = |table: &mut Table<BlockFile>| {
@@ -135,7 +140,9 @@ fn main() {
     let usage = "usage: go_symbolize_bench UNSTRIPPED STRIPPED [COUNT]";
     let unstripped = PathBuf::from(args.next().expect(usage));
     let stripped = PathBuf::from(args.next().expect(usage));
-    let count: usize = args.next().map_or(20_000, |c| c.parse().expect("COUNT is a number"));
+    let count: usize = args
+        .next()
+        .map_or(20_000, |c| c.parse().expect("COUNT is a number"));
 
     if let Ok(mode) = std::env::var("GO_SYMBOLIZE_BENCH_MODE") {
         // The addresses come from the parent, so that reading the symbol table does not count

@@ -124,10 +124,10 @@ impl BlockFile {
             // A short read is the end of the file: keep what there is.
             while filled < buf.len() {
                 self.reads += 1;
-                match self
-                    .file
-                    .read_at(&mut buf[filled..], index * BLOCK_BYTES as u64 + filled as u64)
-                {
+                match self.file.read_at(
+                    &mut buf[filled..],
+                    index * BLOCK_BYTES as u64 + filled as u64,
+                ) {
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

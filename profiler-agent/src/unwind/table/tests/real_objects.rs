@@ -317,7 +317,12 @@ fn measure_table_builds() {
     objects.extend(globs.into_iter().filter(|p| p.exists()));
     // More, e.g. a generated 100 MiB Go binary: KALYPSO_TABLE_OBJECTS=a:b.
     if let Ok(extra) = std::env::var("KALYPSO_TABLE_OBJECTS") {
-        objects.extend(extra.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
+        objects.extend(
+            extra
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        );
     }
     if let Ok(home) = std::env::var("HOME") {
         let lib = Path::new(&home).join(".rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/lib");
