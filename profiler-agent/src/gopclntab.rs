@@ -438,6 +438,9 @@ struct Header {
     functab: u64,
     /// End of the table (file offset).
     end: u64,
+    /// The code the index covers: the first function's entry and the end sentinel.
+    first_pc: u64,
+    last_pc: u64,
 }
 
 /// An open function table.
@@ -551,10 +554,7 @@ impl<B: Bytes> Table<B> {
 
     /// The address range the table covers: `[first entry, end sentinel)`.
     pub fn text_range(&mut self) -> Option<(u64, u64)> {
-        Some((
-            self.functab_entry(0)?.0,
-            self.functab_entry(self.h.nfunc)?.0,
-        ))
+        Some((self.h.first_pc, self.h.last_pc))
     }
 
     /// The index of the function containing `pc`, by binary search.
@@ -588,7 +588,8 @@ impl<B: Bytes> Table<B> {
     fn decode_func(&mut self, i: u64) -> Option<Func> {
         let (entry, off) = self.functab_entry(i)?;
         let (end, _) = self.functab_entry(i + 1)?;
-        if end < entry {
+        // A corrupt (unsorted) index: a function outside the code the index covers.
+        if end < entry || entry < self.h.first_pc || end > self.h.last_pc {
             return None;
         }
         let at = self.h.functab.checked_add(off)?;
@@ -903,7 +904,7 @@ impl<B: Bytes> Table<B> {
 }
 
 /// Reads and checks the header at `offset` of a table of at most `size` bytes.
-fn read_header(bytes: &mut impl Bytes, offset: u64, size: u64) -> Result<Header, GoError> {
+fn read_header(bytes: &mut dyn Bytes, offset: u64, size: u64) -> Result<Header, GoError> {
     // 64 bytes for Go 1.16, 72 since 1.18 (`textStart` was added); a 1.16 header is always
     // followed by more of the table, so 72 bytes are read for either.
     let mut h = [0u8; 72];
@@ -955,6 +956,26 @@ fn read_header(bytes: &mut impl Bytes, offset: u64, size: u64) -> Result<Header,
     if functab + (nfunc + 1) * entry_bytes > end {
         return Err(GoError::Header("function index runs past the table"));
     }
+    let entry_at = |bytes: &mut dyn Bytes, i: u64| -> Option<u64> {
+        let mut b = [0u8; 8];
+        if version == Version::Go116 {
+            bytes
+                .read_at(functab + i * 16, &mut b)
+                .then(|| u64::from_le_bytes(b))
+        } else {
+            let mut w = [0u8; 4];
+            if !bytes.read_at(functab + i * 8, &mut w) {
+                return None;
+            }
+            text_start.checked_add(u64::from(u32::from_le_bytes(w)))
+        }
+    };
+    let (Some(first_pc), Some(last_pc)) = (entry_at(bytes, 0), entry_at(bytes, nfunc)) else {
+        return Err(GoError::Header("function index unreadable"));
+    };
+    if first_pc > last_pc {
+        return Err(GoError::Header("function index ends before it starts"));
+    }
     Ok(Header {
         version,
         quantum,
@@ -966,6 +987,8 @@ fn read_header(bytes: &mut impl Bytes, offset: u64, size: u64) -> Result<Header,
         pctab,
         functab,
         end,
+        first_pc,
+        last_pc,
     })
 }
 
