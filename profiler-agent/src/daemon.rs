@@ -532,9 +532,15 @@ impl SampleLoop {
                 DropReason::QueueFull,
                 drops.samples - last_queue_drops.samples,
             );
-            self.metrics
-                .export_batches_dropped
-                .inc_by(drops.batches - last_queue_drops.batches);
+            self.metrics.drop_samples(
+                DropReason::TooOld,
+                drops.expired_samples - last_queue_drops.expired_samples,
+            );
+            self.metrics.export_batches_dropped.inc_by(
+                drops.batches + drops.expired_batches
+                    - last_queue_drops.batches
+                    - last_queue_drops.expired_batches,
+            );
             last_queue_drops = drops;
             self.metrics
                 .export_queue_bytes

@@ -41,10 +41,13 @@ pub enum DropReason {
     ExportFailed,
     /// The destination closed for good (stdout's reader went away).
     SinkClosed,
+    /// Queued longer than Pyroscope accepts (`export::queue::MAX_BATCH_AGE`) before it could be
+    /// sent.
+    TooOld,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::QueueFull,
         DropReason::ExportRejected,
         DropReason::UnsentAtShutdown,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::AggregationBound,
         DropReason::ExportFailed,
         DropReason::SinkClosed,
+        DropReason::TooOld,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl DropReason {
             DropReason::AggregationBound => "aggregation_bound",
             DropReason::ExportFailed => "export_failed",
             DropReason::SinkClosed => "sink_closed",
+            DropReason::TooOld => "too_old",
         }
     }
 }

@@ -16,6 +16,10 @@ use crate::symbolize::FrameKind;
 /// must fit in the rest.
 const FILL: f64 = 0.9;
 
+/// Samples in one profile at most: Pyroscope's OTLP ingest refuses a profile with more than
+/// 16,000 (its `max-profile-size-samples` default), so larger ones are split like oversized ones.
+pub const MAX_SAMPLES_PER_PROFILE: usize = 16_000;
+
 pub const SCOPE_NAME: &str = "kalypso";
 
 pub fn string_kv(key: &str, value: impl Into<String>) -> KeyValue {
@@ -40,7 +44,8 @@ pub fn int_kv(key: &str, value: i64) -> KeyValue {
 
 /// Builds the export requests for a profile. `resource_of` gives each process's resource
 /// attributes. No request's encoding exceeds `max_bytes` unless a single stack alone does (then
-/// that stack is dropped and counted in the returned total).
+/// that stack is dropped and counted in the returned total), and no profile holds more than
+/// [`MAX_SAMPLES_PER_PROFILE`] samples.
 pub fn build_requests(
     profile: &Profile,
     resource_of: &dyn Fn(&ProcessMeta) -> Vec<KeyValue>,
@@ -61,6 +66,13 @@ pub fn build_requests(
         .collect();
     todo.reverse();
     while let Some((process, samples)) = todo.pop() {
+        if samples.len() > MAX_SAMPLES_PER_PROFILE {
+            let second = samples[samples.len() / 2..].to_vec();
+            let first = samples[..samples.len() / 2].to_vec();
+            todo.push((process, second));
+            todo.push((process, first));
+            continue;
+        }
         let size = Request::new(profile, resource_of)
             .with(process, &samples)
             .finish()
@@ -307,7 +319,7 @@ impl Dictionary {
             }
             LocationKind::User => "native",
             LocationKind::Kernel => "kernel",
-            LocationKind::Placeholder => "abort",
+            LocationKind::Placeholder => "abort-marker",
         };
         let location = pb::Location {
             mapping_index,
@@ -567,6 +579,40 @@ mod tests {
                 .sum::<i64>();
         }
         assert_eq!(total, 4 * 60);
+    }
+
+    #[test]
+    fn no_profile_holds_more_samples_than_pyroscope_accepts() {
+        let mut profile = sample_profile();
+        let base = profile.samples[0].clone();
+        // 40,000 distinct stacks of one process: far under the byte limit, over the sample one.
+        profile.samples = (0..40_000)
+            .map(|i| Sample {
+                locations: vec![base.locations[0], base.locations[0] + (i % 2)],
+                count: 1 + i as u64 % 3,
+                ..base.clone()
+            })
+            .collect();
+        let total: u64 = profile.samples.iter().map(|s| s.count).sum();
+        let (reqs, dropped) = build_requests(&profile, &resource_of, 64 << 20);
+        assert_eq!(dropped, 0);
+        let mut sent = 0;
+        let mut profiles = 0;
+        for req in &reqs {
+            for rp in &req.resource_profiles {
+                for p in &rp.scope_profiles[0].profiles {
+                    profiles += 1;
+                    assert!(
+                        p.samples.len() <= MAX_SAMPLES_PER_PROFILE,
+                        "{}",
+                        p.samples.len()
+                    );
+                    sent += p.samples.iter().map(|s| s.values[0] as u64).sum::<u64>();
+                }
+            }
+        }
+        assert!(profiles >= 3, "{profiles} profiles");
+        assert_eq!(sent, total, "every sample is sent");
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The export queue: bounded in bytes; when full, the **oldest** batch is dropped and counted, so
 //! sampling never waits for a slow or absent collector and memory never grows past the bound.
+//! Batches queued longer than [`MAX_BATCH_AGE`] are dropped too (counted apart): Pyroscope refuses
+//! profiles older than an hour, so sending them after a long outage would only be rejected.
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use tokio::sync::Notify;
@@ -15,7 +18,13 @@ pub struct Batch {
     /// Encoded size, what the bound counts.
     pub bytes: usize,
     pub samples: u64,
+    /// When it was queued (at the end of the window it holds).
+    pub queued: Instant,
 }
+
+/// Age past which a queued batch is dropped instead of sent: Pyroscope rejects profiles older
+/// than one hour (`reject-older-than`), and a batch holds up to a window of samples before it.
+pub const MAX_BATCH_AGE: Duration = Duration::from_secs(55 * 60);
 
 #[derive(Default)]
 struct State {
@@ -27,26 +36,41 @@ struct State {
 /// What was dropped so far, cumulative.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
+    /// Dropped for space, or abandoned at shutdown.
     pub batches: u64,
     pub samples: u64,
+    /// Dropped for age ([`MAX_BATCH_AGE`]).
+    pub expired_batches: u64,
+    pub expired_samples: u64,
 }
 
 pub struct ExportQueue {
     state: Mutex<State>,
     max_bytes: usize,
+    max_age: Duration,
     notify: Notify,
     dropped_batches: AtomicU64,
     dropped_samples: AtomicU64,
+    expired_batches: AtomicU64,
+    expired_samples: AtomicU64,
 }
 
 impl ExportQueue {
     pub fn new(max_bytes: usize) -> Self {
+        Self::with_max_age(max_bytes, MAX_BATCH_AGE)
+    }
+
+    /// A queue whose batches expire after `max_age` (tests use a short one).
+    pub fn with_max_age(max_bytes: usize, max_age: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
             max_bytes,
+            max_age,
             notify: Notify::new(),
             dropped_batches: AtomicU64::new(0),
             dropped_samples: AtomicU64::new(0),
+            expired_batches: AtomicU64::new(0),
+            expired_samples: AtomicU64::new(0),
         }
     }
 
@@ -79,6 +103,7 @@ impl ExportQueue {
                 request,
                 bytes,
                 samples,
+                queued: Instant::now(),
             });
         }
         self.notify.notify_one();
@@ -90,8 +115,21 @@ impl ExportQueue {
     }
 
     /// A copy of the oldest batch, left in the queue (and in the bound) until [`Self::remove`].
+    /// Batches older than the queue's maximum age are dropped (and counted) first.
     pub fn front(&self) -> Option<Batch> {
-        self.lock().batches.front().cloned()
+        let mut st = self.lock();
+        while st
+            .batches
+            .front()
+            .is_some_and(|b| b.queued.elapsed() > self.max_age)
+        {
+            let old = st.batches.pop_front().expect("checked above");
+            st.bytes -= old.bytes;
+            self.expired_batches.fetch_add(1, Ordering::Relaxed);
+            self.expired_samples
+                .fetch_add(old.samples, Ordering::Relaxed);
+        }
+        st.batches.front().cloned()
     }
 
     /// Waits until a batch is queued.
@@ -143,6 +181,8 @@ impl ExportQueue {
         Dropped {
             batches: self.dropped_batches.load(Ordering::Relaxed),
             samples: self.dropped_samples.load(Ordering::Relaxed),
+            expired_batches: self.expired_batches.load(Ordering::Relaxed),
+            expired_samples: self.expired_samples.load(Ordering::Relaxed),
         }
     }
 }
@@ -167,7 +207,8 @@ mod tests {
             q.dropped(),
             Dropped {
                 batches: 1,
-                samples: 1
+                samples: 1,
+                ..Dropped::default()
             }
         );
         assert_eq!(q.front().unwrap().samples, 2, "the oldest went first");
@@ -183,9 +224,25 @@ mod tests {
             q.dropped(),
             Dropped {
                 batches: 1,
-                samples: 7
+                samples: 7,
+                ..Dropped::default()
             }
         );
+    }
+
+    #[test]
+    fn batches_past_the_age_limit_are_dropped_and_counted_apart() {
+        let q = ExportQueue::with_max_age(1000, Duration::from_millis(30));
+        q.push(req(), 10, 4);
+        std::thread::sleep(Duration::from_millis(60));
+        q.push(req(), 10, 5);
+        let front = q.front().expect("the young batch");
+        assert_eq!(front.samples, 5);
+        assert_eq!((q.len(), q.bytes()), (1, 10));
+        let d = q.dropped();
+        assert_eq!((d.expired_batches, d.expired_samples), (1, 4));
+        assert_eq!((d.batches, d.samples), (0, 0), "not a drop for space");
+        assert_eq!(MAX_BATCH_AGE, Duration::from_secs(3300));
     }
 
     #[test]
@@ -211,7 +268,8 @@ mod tests {
             q.abandon(),
             Dropped {
                 batches: 2,
-                samples: 9
+                samples: 9,
+                ..Dropped::default()
             }
         );
         assert!(q.is_empty());
