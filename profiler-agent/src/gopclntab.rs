@@ -282,7 +282,7 @@ impl Layout {
             };
             if let Some(at) = find_header(bytes, offset, size) {
                 layout.offset = offset + at;
-                layout.vaddr = s.address() + at;
+                layout.vaddr = s.address().wrapping_add(at);
                 layout.size = size - at;
                 return Some(layout);
             }
@@ -302,7 +302,7 @@ impl Layout {
         self.loads
             .iter()
             .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
-            .map(|l| l.offset + (vaddr - l.vaddr))
+            .and_then(|l| l.offset.checked_add(vaddr - l.vaddr))
     }
 }
 
@@ -594,14 +594,15 @@ impl<B: Bytes> Table<B> {
         }
         let at = self.h.functab.checked_add(off)?;
         // The fixed fields after `entry`/`entryOff`, and where `pcdata` starts.
-        let (fields, fixed) = match self.h.version {
-            Version::Go116 => (at + 8, 44),
-            Version::Go118 => (at + 4, 40),
-            Version::Go120 => (at + 4, 44),
+        let (skip, fixed) = match self.h.version {
+            Version::Go116 => (8, 44),
+            Version::Go118 => (4, 40),
+            Version::Go120 => (4, 44),
         };
         if at.checked_add(fixed)? > self.h.end {
             return None;
         }
+        let fields = at + skip;
         let mut raw = [0u8; 40];
         if !self
             .bytes
@@ -871,7 +872,10 @@ impl<B: Bytes> Table<B> {
             Version::Go118 => (22, 38),
             _ => (22, 40),
         };
-        let funcnames_vaddr = self.layout.vaddr + (self.h.funcnames - self.layout.offset);
+        let funcnames_vaddr = self
+            .layout
+            .vaddr
+            .wrapping_add(self.h.funcnames - self.layout.offset);
         let sections = self.layout.data_sections.clone();
         let mut buf = vec![0u8; 64 * 1024];
         for (offset, _vaddr, size) in sections {
@@ -887,7 +891,7 @@ impl<B: Bytes> Table<B> {
                         continue;
                     }
                     let base = offset + at + i as u64;
-                    let word = |t: &mut Self, n: u64| t.u64_at(base + n * 8);
+                    let word = |t: &mut Self, n: u64| t.u64_at(base.checked_add(n * 8)?);
                     if word(self, 1) == Some(funcnames_vaddr)
                         && word(self, text_word) == Some(self.h.text_start)
                         && let Some(gofunc) = word(self, gofunc_word)
@@ -941,6 +945,10 @@ fn read_header(bytes: &mut dyn Bytes, offset: u64, size: u64) -> Result<Header, 
         word(rest + 3),
         word(rest + 4),
     ];
+    // Entries are 32-bit offsets from the text start (1.18+): every one must be an address.
+    if text_start > u64::MAX - u64::from(u32::MAX) {
+        return Err(GoError::Header("text start outside the address space"));
+    }
     if nfunc == 0 || nfunc > MAX_FUNCTIONS {
         return Err(GoError::Header("implausible function count"));
     }
