@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use procfs::process::Process;
@@ -213,6 +213,7 @@ impl ProcessTable {
                     let object = self.object(pid, key, path, start, end);
                     (object, clean_path(path).display().to_string())
                 }
+                MapPath::Special(path) if path == VDSO => (vdso(end - start), path.clone()),
                 MapPath::File(path) | MapPath::Special(path) => (None, path.clone()),
                 MapPath::Anonymous => (None, "[anon]".to_string()),
             };
@@ -416,6 +417,75 @@ impl ProcessTable {
         self.objects.insert(key, Arc::clone(&object));
         Some(object)
     }
+}
+
+/// How `/proc/PID/maps` names the kernel's virtual shared object.
+const VDSO: &str = "[vdso]";
+
+/// The vdso, as an object to symbolize and unwind with, for a process whose `[vdso]` mapping is
+/// `len` bytes long. Every process of one ABI maps the same image the kernel carries, so ours
+/// (copied once into a memory file, the way blazesym's own vdso support reads it) stands for
+/// theirs; a mapping of another length (a 32-bit process's vdso) is left unnamed. Bounded: one
+/// file of a few pages, for the agent's lifetime.
+fn vdso(len: u64) -> Option<Arc<ObjectFile>> {
+    static VDSO_OBJECT: OnceLock<Option<(u64, Arc<ObjectFile>)>> = OnceLock::new();
+    let (own_len, object) = VDSO_OBJECT
+        .get_or_init(|| match copy_own_vdso() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("vdso frames will be unnamed: cannot copy this process's vdso: {e}");
+                None
+            }
+        })
+        .as_ref()?;
+    (*own_len == len).then(|| Arc::clone(object))
+}
+
+/// Copies this process's vdso into a memory file: its length and the object. `None` where there
+/// is no vdso (a kernel built without one).
+fn copy_own_vdso() -> std::io::Result<Option<(u64, Arc<ObjectFile>)>> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let text = std::fs::read_to_string("/proc/self/maps")?;
+    let Some(map) = maps::parse(&text)
+        .0
+        .into_iter()
+        .find(|m| matches!(&m.path, MapPath::Special(p) if p == VDSO))
+    else {
+        return Ok(None);
+    };
+    let len = map.end - map.start;
+    // A vdso is a few pages; refuse anything that is not.
+    if len == 0 || len > 1 << 20 {
+        return Err(std::io::Error::other(format!("a vdso of {len} bytes")));
+    }
+    let mut bytes = vec![0; len as usize];
+    File::open("/proc/self/mem")?.read_exact_at(&mut bytes, map.start)?;
+    let fd = rustix::fs::memfd_create("kalypso-vdso", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = File::from(fd);
+    file.write_all(&bytes)?;
+    let stat = rustix::fs::fstat(&file)?;
+    let key = ObjectKey {
+        dev: (
+            rustix::fs::major(stat.st_dev) as i32,
+            rustix::fs::minor(stat.st_dev) as i32,
+        ),
+        inode: stat.st_ino,
+    };
+    let open_path = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ));
+    let object = ObjectFile {
+        key,
+        path: PathBuf::from(VDSO),
+        open_path,
+        build_id: crate::elf::read_build_id(&file).ok().flatten(),
+        go_build_id: None,
+        debug: None,
+        file,
+    };
+    Ok(Some((len, Arc::new(object))))
 }
 
 fn clean_path(path: &Path) -> PathBuf {

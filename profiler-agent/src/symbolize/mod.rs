@@ -542,6 +542,56 @@ garbage line
     }
 
     #[test]
+    fn vdso_code_is_named_like_any_library() {
+        use crate::process::ProcessTable;
+        use crate::types::Pid;
+        use object::{Object, ObjectSymbol};
+        let mut table = ProcessTable::default();
+        let me = Pid(std::process::id());
+        table.refresh(me).unwrap();
+        let Some(vdso) = table
+            .get(me)
+            .and_then(|p| p.mappings.iter().find(|m| m.label == "[vdso]"))
+            .cloned()
+        else {
+            eprintln!("skipped: this kernel maps no vdso");
+            return;
+        };
+        let object = vdso.object.clone().expect("the vdso is an object");
+        assert_eq!(object.name(), "[vdso]");
+        assert!(
+            object.build_id.is_some(),
+            "the kernel links the vdso with a build id"
+        );
+        // The expected name, read by another ELF reader (the object crate) from the vdso's own
+        // dynamic symbols: clock_gettime is what Go's time.Now and nanotime call there.
+        let bytes = std::fs::read(&object.open_path).unwrap();
+        let elf = object::File::parse(&*bytes).unwrap();
+        let wanted = ["__vdso_clock_gettime", "__kernel_clock_gettime"];
+        let symbol = elf
+            .dynamic_symbols()
+            .find(|s| s.name().is_ok_and(|n| wanted.contains(&n)))
+            .expect("the vdso exports clock_gettime");
+        let name = symbol.name().unwrap().to_string();
+        assert!(symbol.size() > 8, "{name} has a body");
+        let mut s = Symbolizer::new();
+        let leaf = Address::User {
+            pid: me,
+            addr: VirtAddr(vdso.start.0 + symbol.address() + 4),
+            leaf: true,
+        };
+        let resolved = s.resolve(&table, &[leaf]);
+        assert!(resolved[0].symbolized, "{:?}", resolved[0].frames);
+        let function = &*resolved[0].frames[0].function;
+        // x86_64 names it __vdso_clock_gettime and also clock_gettime (an alias) at one address.
+        assert!(function.ends_with("clock_gettime"), "{function} for {name}");
+        let mapping = resolved[0].mapping.as_ref().unwrap();
+        assert_eq!(mapping.path, "[vdso]");
+        assert_eq!(mapping.build_id, object.build_id);
+        assert_eq!(s.stats.unknown, 0);
+    }
+
+    #[test]
     fn the_running_kernel_symbolizes() {
         let mut s = Symbolizer::new();
         let Some(Some(table)) = Some(Kallsyms::read("/proc/kallsyms")) else {
