@@ -54,10 +54,14 @@ fn common_attributes(cfg: &Config) -> Result<Vec<KeyValue>, AgentError> {
 }
 
 fn process_attributes(r: &ProcessResource, common: &[KeyValue]) -> Vec<KeyValue> {
-    let mut attrs = vec![
-        string_kv("service.name", r.service_name.clone()),
-        int_kv("process.pid", i64::from(r.pid)),
-    ];
+    // No service.name for an undeclared container process: the collector names it from the pod
+    // (see `resource::service_name`).
+    let mut attrs: Vec<KeyValue> = r
+        .service_name
+        .iter()
+        .map(|name| string_kv("service.name", name.clone()))
+        .collect();
+    attrs.push(int_kv("process.pid", i64::from(r.pid)));
     if let Some(name) = &r.executable_name {
         attrs.push(string_kv("process.executable.name", name.clone()));
     }
@@ -66,6 +70,9 @@ fn process_attributes(r: &ProcessResource, common: &[KeyValue]) -> Vec<KeyValue>
     }
     if let Some(id) = &r.container_id {
         attrs.push(string_kv("container.id", id.clone()));
+    }
+    if let Some(uid) = &r.pod_uid {
+        attrs.push(string_kv("k8s.pod.uid", uid.clone()));
     }
     // User-supplied attributes must not override what identifies the process.
     attrs.extend(
@@ -665,7 +672,7 @@ impl SampleLoop {
             None => process_attributes(
                 &ProcessResource {
                     pid: p.pid.0,
-                    service_name: p.name.clone(),
+                    service_name: Some(p.name.clone()),
                     executable_name: p
                         .exe
                         .as_deref()
@@ -673,6 +680,7 @@ impl SampleLoop {
                         .map(str::to_owned),
                     executable_path: p.exe.clone(),
                     container_id: None,
+                    pod_uid: None,
                 },
                 &self.common,
             ),

@@ -134,23 +134,112 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// The `service.name` of every kernel thread (`kworker/3:1H`, `ksoftirqd/0`, …): one series for the
+/// kernel's own work on a node, not one per thread name.
+pub const KERNEL_SERVICE_NAME: &str = "kernel";
+
+/// The pod uid in a kubelet cgroup path: `pod<uid>` (cgroupfs driver,
+/// `/kubepods/burstable/pod5c5b1e3e-2a3c-…/<id>`) or `kubepods[-<qos>]-pod<uid_>.slice` (systemd
+/// driver, dashes spelled `_`). A uid is a UUID, or 32 hex digits for a static pod (its config
+/// hash). Only paths under a `kubepods` directory count; the innermost pod wins, as for ids.
+pub fn pod_uid_from_cgroup(cgroup_file_text: &str) -> Option<String> {
+    cgroup_file_text.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        let mut under_kubepods = false;
+        let mut found = None;
+        for component in path.split('/') {
+            // containerd's systemd driver on cgroupfs: `kubepods-pod<uid_>.slice:cri-containerd:<id>`.
+            let name = component.split(':').next().unwrap_or(component);
+            if name.starts_with("kubepods") {
+                under_kubepods = true;
+            }
+            if !under_kubepods {
+                continue;
+            }
+            let name = name.strip_suffix(".slice").unwrap_or(name);
+            let candidate = match name.strip_prefix("pod") {
+                Some(rest) => Some(rest),
+                None => name.rfind("-pod").map(|at| &name[at + 4..]),
+            };
+            if let Some(uid) = candidate
+                .map(|c| c.replace('_', "-"))
+                .filter(|u| is_pod_uid(u))
+            {
+                found = Some(uid);
+            }
+        }
+        found
+    })
+}
+
+fn is_pod_uid(s: &str) -> bool {
+    let hex = |b: u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+    match s.len() {
+        32 => s.bytes().all(hex),
+        36 => s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => hex(b),
+        }),
+        _ => false,
+    }
+}
+
+/// The `service.name` rule. A name the process declared (`OTEL_SERVICE_NAME`, or `service.name`
+/// in its `OTEL_RESOURCE_ATTRIBUTES`) always wins. Kernel threads are [`KERNEL_SERVICE_NAME`].
+/// A process in a container that declared none gets **no** `service.name`: the collector's
+/// k8sattributes processor fills it from the pod (its labels, annotations, then the workload
+/// name) only where it is absent, so a name made up here would hide the right one (every JVM pod
+/// would be `java`). A host process gets a readable fallback: its executable's file name, else
+/// its `comm`, else the SDKs' `unknown_service`.
+pub fn service_name(
+    declared: Option<String>,
+    kernel_thread: bool,
+    in_container: bool,
+    executable_name: Option<&str>,
+    comm: &str,
+) -> Option<String> {
+    if declared.is_some() {
+        return declared;
+    }
+    if kernel_thread {
+        return Some(KERNEL_SERVICE_NAME.to_owned());
+    }
+    if in_container {
+        return None;
+    }
+    Some(
+        executable_name
+            .filter(|name| !name.is_empty())
+            .or(Some(comm).filter(|name| !name.is_empty()))
+            .unwrap_or("unknown_service")
+            .to_owned(),
+    )
+}
+
 /// The per-process part of an OTLP resource (`process.pid`, `service.name`,
-/// `process.executable.name`/`.path`, `container.id`).
+/// `process.executable.name`/`.path`, `container.id`, `k8s.pod.uid`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessResource {
     pub pid: u32,
-    pub service_name: String,
+    /// By [`service_name`]; `None` for a container's process that declared none.
+    pub service_name: Option<String>,
     pub executable_name: Option<String>,
     pub executable_path: Option<String>,
     pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
 }
 
-/// Reads a process's resource from /proc/PID/{exe,cgroup,environ}. Any read failure (exited,
-/// kernel thread, no permission) leaves that field None; `service_name` falls back to the
-/// executable's file name, then to `fallback_name` (e.g. the comm the sample carried), then to the
-/// SDKs' `unknown_service`, since an empty service.name would be rejected or merged by backends.
-pub fn read_process_resource(pid: u32, fallback_name: &str) -> ProcessResource {
+/// `PF_KTHREAD` in `/proc/PID/stat`'s flags (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Reads a process's resource from /proc/PID/{stat,exe,cgroup,environ}. Any read failure
+/// (exited, no permission) leaves that field None; `comm` (the name the sample carried) is the
+/// last fallback for a host process's `service.name`.
+pub fn read_process_resource(pid: u32, comm: &str) -> ProcessResource {
     let dir = PathBuf::from(format!("/proc/{pid}"));
+    let kernel_thread = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|stat| u64::from(stat.flags) & PF_KTHREAD != 0);
     // The path as seen in the process's own mount namespace, which is what users recognise. A
     // binary replaced or deleted since exec reads as "<path> (deleted)"; the path is still the
     // useful part.
@@ -165,21 +254,26 @@ pub fn read_process_resource(pid: u32, fallback_name: &str) -> ProcessResource {
         .as_deref()
         .and_then(|path| Path::new(path).file_name())
         .map(|name| name.to_string_lossy().into_owned());
-    let container_id = std::fs::read_to_string(dir.join("cgroup"))
+    let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+    let container_id = container_id_from_cgroup(&cgroup);
+    let pod_uid = pod_uid_from_cgroup(&cgroup);
+    let declared = std::fs::read(dir.join("environ"))
         .ok()
-        .and_then(|text| container_id_from_cgroup(&text));
-    let service_name = std::fs::read(dir.join("environ"))
-        .ok()
-        .and_then(|environ| service_name_from_environ(&environ))
-        .or_else(|| executable_name.clone())
-        .or_else(|| Some(fallback_name.to_owned()).filter(|name| !name.is_empty()))
-        .unwrap_or_else(|| "unknown_service".to_owned());
+        .and_then(|environ| service_name_from_environ(&environ));
+    let service_name = service_name(
+        declared,
+        kernel_thread,
+        container_id.is_some() || pod_uid.is_some(),
+        executable_name.as_deref(),
+        comm,
+    );
     ProcessResource {
         pid,
         service_name,
         executable_name,
         executable_path,
         container_id,
+        pod_uid,
     }
 }
 
@@ -321,8 +415,10 @@ mod tests {
         let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(me.container_id, container_id_from_cgroup(&cgroup));
         let environ = std::fs::read("/proc/self/environ").unwrap();
-        let want = service_name_from_environ(&environ).unwrap_or_else(|| exe_name.to_owned());
+        let want = service_name_from_environ(&environ)
+            .or_else(|| me.container_id.is_none().then(|| exe_name.to_owned()));
         assert_eq!(me.service_name, want);
+        assert_eq!(me.pod_uid, pod_uid_from_cgroup(&cgroup));
     }
 
     #[test]
@@ -342,9 +438,14 @@ mod tests {
             child.kill().unwrap();
             child.wait().unwrap();
         }
-        assert_eq!(named_res.service_name, "kalypso-test");
+        assert_eq!(named_res.service_name.as_deref(), Some("kalypso-test"));
         assert_eq!(plain_res.executable_name.as_deref(), Some("sleep"));
-        assert_eq!(plain_res.service_name, "sleep");
+        // A host process (unless the tests themselves run in a container).
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let want = container_id_from_cgroup(&cgroup)
+            .is_none()
+            .then_some("sleep");
+        assert_eq!(plain_res.service_name.as_deref(), want);
     }
 
     #[test]
@@ -358,10 +459,98 @@ mod tests {
         );
         assert_eq!(none, (&None, &None, &None));
         assert_eq!(
-            (gone.pid, gone.service_name.as_str()),
-            (u32::MAX, "comm-name")
+            (gone.pid, gone.service_name.as_deref()),
+            (u32::MAX, Some("comm-name"))
         );
         let unnamed = read_process_resource(u32::MAX, "");
-        assert_eq!(unnamed.service_name, "unknown_service");
+        assert_eq!(unnamed.service_name.as_deref(), Some("unknown_service"));
+    }
+
+    #[test]
+    fn kernel_threads_share_one_service_name() {
+        // kthreadd is pid 2 in every pid namespace that sees the kernel's threads.
+        let Ok(comm) = std::fs::read_to_string("/proc/2/comm") else {
+            eprintln!("skipped: no pid 2 here");
+            return;
+        };
+        if comm.trim() != "kthreadd" {
+            eprintln!("skipped: pid 2 is not kthreadd (a pid namespace)");
+            return;
+        }
+        let kthreadd = read_process_resource(2, "kthreadd");
+        assert_eq!(kthreadd.service_name.as_deref(), Some(KERNEL_SERVICE_NAME));
+        assert_eq!(kthreadd.executable_path, None);
+    }
+
+    #[test]
+    fn the_service_name_rule() {
+        let declared = || Some("checkout".to_owned());
+        // (declared, kernel thread, in a container, exe, comm) -> name
+        assert_eq!(
+            service_name(declared(), false, true, Some("java"), "java"),
+            declared()
+        );
+        assert_eq!(
+            service_name(declared(), true, false, None, "kworker/0:1"),
+            declared()
+        );
+        assert_eq!(
+            service_name(None, true, false, None, "kworker/3:1H").as_deref(),
+            Some("kernel")
+        );
+        assert_eq!(service_name(None, false, true, Some("java"), "java"), None);
+        assert_eq!(
+            service_name(None, false, false, Some("containerd"), "containerd").as_deref(),
+            Some("containerd")
+        );
+        assert_eq!(
+            service_name(None, false, false, None, "exe-unreadable").as_deref(),
+            Some("exe-unreadable")
+        );
+        assert_eq!(
+            service_name(None, false, false, None, "").as_deref(),
+            Some("unknown_service")
+        );
+    }
+
+    #[test]
+    fn pod_uids_from_kubelet_cgroup_shapes() {
+        const UID: &str = "5c5b1e3e-2a3c-4d56-8f3a-1b2c3d4e5f60";
+        for template in [
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-<pod_>.slice/\
+             cri-containerd-<id>.scope\n",
+            "0::/kubepods.slice/kubepods-<pod_>.slice/crio-<id>.scope\n",
+            "0::/system.slice/containerd.service/kubepods-<pod_>.slice:cri-containerd:<id>",
+            "4:pids:/kubepods/burstable/<pod>/<id>\n",
+            "0::/kubepods/besteffort/<pod>/crio-<id>\n",
+            // A pod's sandbox or a process directly in the pod's cgroup.
+            "0::/kubepods/<pod>\n",
+            // kind: the node is a container; the pod is inside it.
+            "0::/docker/<id2>/kubepods/besteffort/<pod>/<id>\n",
+            "12:memory:/kubepods/burstable/<pod>/<id>\n0::/\n",
+        ] {
+            let text = cgroup(template);
+            assert_eq!(pod_uid_from_cgroup(&text).as_deref(), Some(UID), "{text}");
+        }
+        // A static pod's uid is its config hash: 32 hex digits.
+        let hash = "0::/kubepods/burstable/pod0123456789abcdef0123456789abcdef/<id>\n";
+        assert_eq!(
+            pod_uid_from_cgroup(&cgroup(hash)).as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        for template in [
+            "",
+            "0::/\n",
+            "0::/docker/<id>\n",
+            "0::/system.slice/podman.service\n",
+            // Not under kubepods.
+            "0::/machine.slice/<pod>/<id>\n",
+            "0::/kubepods/burstable/pod1234/<id>\n",
+            "0::/kubepods/burstable/pod5C5B1E3E-2A3C-4D56-8F3A-1B2C3D4E5F60/<id>\n",
+            "0::/kubepods/burstable/pod5c5b1e3e-2a3c-4d56-8f3a-1b2c3d4e5f6/<id>\n",
+        ] {
+            let text = cgroup(template);
+            assert_eq!(pod_uid_from_cgroup(&text), None, "{text}");
+        }
     }
 }

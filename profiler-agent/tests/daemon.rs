@@ -8,10 +8,12 @@ use std::time::Duration;
 use common::otlp::*;
 use common::*;
 
-/// A cgroup the test makes, shaped like Docker's (`/docker/<64 hex>`), holding a workload.
+/// A cgroup the test makes, shaped like kubelet's with the cgroupfs driver
+/// (`/kubepods/besteffort/pod<uid>/<64 hex id>`), holding a workload.
 struct FakeContainer {
     dir: std::path::PathBuf,
     id: String,
+    pod_uid: String,
 }
 
 impl FakeContainer {
@@ -25,9 +27,13 @@ impl FakeContainer {
         } else {
             "/sys/fs/cgroup/pids"
         };
-        let dir = std::path::Path::new(root).join("docker").join(&id);
+        let pod_uid = format!("5c5b1e3e-2a3c-4d56-8f3a-{:012x}", std::process::id());
+        let dir = std::path::Path::new(root)
+            .join("kubepods/besteffort")
+            .join(format!("pod{pod_uid}"))
+            .join(&id);
         std::fs::create_dir_all(&dir).expect("creating a cgroup (needs root)");
-        FakeContainer { dir, id }
+        FakeContainer { dir, id, pod_uid }
     }
 
     fn adopt(&self, pid: u32) {
@@ -45,7 +51,10 @@ impl Drop for FakeContainer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = std::fs::remove_dir(self.dir.parent().unwrap());
+        // The pod's, then the QoS class's and kubepods' own (each only once empty).
+        for parent in self.dir.ancestors().skip(1).take(3) {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
@@ -122,6 +131,16 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
     let binary = build_c("calltree");
     let w = Workload::start(&binary, &[]);
     container.adopt(w.pid());
+    // Two host processes: one names itself as the OTel SDKs read it, one does not.
+    let declared = Workload::start_with_env(
+        &binary,
+        &[],
+        &[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "team=a,service.name=checkout%20api",
+        )],
+    );
+    let plain = Workload::start(&binary, &[]);
     let agent = Agent::start(&strs(&otlp_export_args(&receiver.endpoint(), "2s")));
     wait_for(
         Duration::from_secs(30),
@@ -139,7 +158,8 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
     let out = agent.terminate();
     assert!(out.status.success());
     let workload_pid = w.pid();
-    drop(w);
+    let (declared_pid, plain_pid) = (declared.pid(), plain.pid());
+    drop((w, declared, plain));
 
     let requests = receiver.requests();
     check_invariants(&receiver.out);
@@ -154,7 +174,29 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
         attr(workload, "process.executable.path").as_deref(),
         binary.to_str()
     );
-    assert_eq!(attr(workload, "service.name").as_deref(), Some("calltree"));
+    // In a container and unnamed: the collector names it from its pod, where it is absent.
+    assert_eq!(attr(workload, "service.name"), None);
+    assert_eq!(
+        attr(workload, "k8s.pod.uid").as_deref(),
+        Some(container.pod_uid.as_str())
+    );
+    let host = |pid: u32| {
+        all.iter()
+            .find(|r| attr(r, "process.pid") == Some(pid.to_string()))
+            .unwrap_or_else(|| panic!("a resource for host process {pid}"))
+    };
+    assert_eq!(
+        attr(host(declared_pid), "service.name").as_deref(),
+        Some("checkout api")
+    );
+    assert_eq!(
+        attr(host(plain_pid), "service.name").as_deref(),
+        Some("calltree")
+    );
+    for pid in [declared_pid, plain_pid] {
+        assert_eq!(attr(host(pid), "container.id"), None);
+        assert_eq!(attr(host(pid), "k8s.pod.uid"), None);
+    }
     assert_eq!(
         attr(workload, "process.executable.name").as_deref(),
         Some("calltree")

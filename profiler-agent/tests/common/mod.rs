@@ -222,8 +222,17 @@ pub struct Workload {
 impl Workload {
     /// Starts the program and waits until it prints `ready`.
     pub fn start(program: &Path, args: &[&str]) -> Workload {
+        Self::start_with_env(program, args, &[])
+    }
+
+    /// [`Workload::start`] with these environment variables. The OTel ones a workload could
+    /// name itself by are only those given here, never the test's own.
+    pub fn start_with_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Workload {
         let mut child = Command::new(program)
             .args(args)
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
