@@ -288,9 +288,15 @@ impl Dictionary {
         }
         let loc = &profile.locations[index];
         let mapping_index = loc.mapping.map_or(0, |m| self.mapping(profile, m));
+        // Code no resolver could name keeps its mapping, address and build id, and no line: a
+        // made-up `[unknown] lib+0x…` function would make every address its own node and tell
+        // the server the location is already symbolized (so it never tries). Placeholders are
+        // not code: their name says why the stack ends there.
+        let named = loc.symbolized || loc.kind == LocationKind::Placeholder;
         let lines = loc
             .frames
             .iter()
+            .filter(|_| named)
             .map(|f| {
                 let name = self.string(&f.function);
                 let file = f.file.as_deref().map_or(0, |file| self.string(file));
@@ -362,6 +368,8 @@ impl Dictionary {
 mod tests {
     use super::*;
     use crate::export::folded::tests::sample_profile;
+    use crate::symbolize::{Frame, Frames};
+    use std::sync::Arc;
 
     fn resource_of(p: &ProcessMeta) -> Vec<KeyValue> {
         vec![
@@ -495,6 +503,42 @@ mod tests {
             .collect();
         assert!(kinds.contains(&("profile.frame.type".into(), "kernel".into())));
         assert!(kinds.contains(&("profile.frame.type".into(), "native".into())));
+    }
+
+    #[test]
+    fn unknown_code_has_an_address_and_a_mapping_but_no_invented_line() {
+        let mut profile = sample_profile();
+        // hot_b (0x1400) unresolved, as the symbolizer leaves it: one `[unknown]` frame.
+        profile.locations[3].symbolized = false;
+        profile.locations[3].frames = Frames::from([Frame {
+            function: Arc::from("[unknown] work+0x400"),
+            file: None,
+            line: None,
+            kind: FrameKind::Native,
+        }]);
+        let req = &build(&profile, 1 << 20)[0];
+        assert_valid(req);
+        let d = req.dictionary.as_ref().unwrap();
+        let unknown = d
+            .location_table
+            .iter()
+            .find(|l| l.address == 0x1400)
+            .expect("the location is kept");
+        assert!(unknown.lines.is_empty(), "{:?}", unknown.lines);
+        let mapping = &d.mapping_table[unknown.mapping_index as usize];
+        assert_eq!(
+            d.string_table[mapping.filename_strindex as usize],
+            "/bin/work"
+        );
+        assert_eq!(mapping.attribute_indices.len(), 1, "the build id");
+        assert!(d.string_table.iter().all(|s| !s.contains("[unknown]")));
+        // Named neighbours keep their lines.
+        let main = d
+            .location_table
+            .iter()
+            .find(|l| l.address == 0x1100)
+            .unwrap();
+        assert_eq!(main.lines.len(), 1);
     }
 
     #[test]
