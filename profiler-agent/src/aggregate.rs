@@ -1,8 +1,8 @@
-//! Sums drained samples by (process, user stack, kernel stack). Stack ids are only meaningful
+//! Sums drained samples by (process, thread name, user stack, kernel stack). Stack ids are only meaningful
 //! within one drain, so the aggregator keys on the addresses themselves.
 use std::collections::HashMap;
 
-use crate::source::{RawBatch, StackSide};
+use crate::source::{RawBatch, StackSide, ThreadName};
 use crate::types::Pid;
 
 /// Default bound on distinct stacks held between flushes. Past it, new stacks are dropped and
@@ -12,6 +12,7 @@ pub const DEFAULT_MAX_STACKS: usize = 200_000;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackKey {
     pub pid: Pid,
+    pub thread: ThreadName,
     pub user: StackSide,
     pub kernel: StackSide,
 }
@@ -44,6 +45,7 @@ impl Aggregator {
         for sample in batch.samples {
             let key = StackKey {
                 pid: sample.pid,
+                thread: sample.thread,
                 user: sample.user,
                 kernel: sample.kernel,
             };
@@ -102,6 +104,7 @@ mod tests {
     fn sample(pid: u32, user: &[u64], count: u64) -> RawSample {
         RawSample {
             pid: Pid(pid),
+            thread: ThreadName::default(),
             user: StackSide::Frames(user.iter().map(|a| VirtAddr(*a)).collect()),
             kernel: StackSide::Absent,
             count,
@@ -145,6 +148,7 @@ mod tests {
         let mut agg = Aggregator::default();
         let lost = RawSample {
             pid: Pid(1),
+            thread: ThreadName::default(),
             user: StackSide::Lost(StackLoss::Collision),
             kernel: StackSide::Absent,
             count: 4,

@@ -18,7 +18,9 @@ use profiler_common::{
 };
 
 use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
-use crate::source::{RawBatch, RawSample, SampleSource, SamplerStats, SourceError, StackSide};
+use crate::source::{
+    RawBatch, RawSample, SampleSource, SamplerStats, SourceError, StackSide, ThreadName,
+};
 use crate::types::{Pid, StackLoss, VirtAddr};
 use crate::unwind::loader::{LoaderOptions, LoaderStats, TableLoader, UnwindMaps};
 
@@ -377,6 +379,7 @@ impl BpfSampler {
                 let kernel = resolve_stack(stacks, &mut frames, key.kernel_stack_id, Side::Kernel);
                 samples.push(RawSample {
                     pid: Pid(key.tgid),
+                    thread: ThreadName(key.thread),
                     user,
                     kernel,
                     count,

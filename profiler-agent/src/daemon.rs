@@ -723,6 +723,7 @@ mod tests {
         );
         let sample = |pid, frames: Vec<VirtAddr>| RawSample {
             pid,
+            thread: crate::source::ThreadName::default(),
             user: StackSide::Frames(frames),
             kernel: StackSide::Absent,
             count: 1,

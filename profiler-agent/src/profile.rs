@@ -41,6 +41,8 @@ pub struct ProcessMeta {
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub process: usize,
+    /// The threads' name (`comm`), when the kernel gave one. Shared by every sample of that name.
+    pub thread: Option<Arc<str>>,
     /// Leaf first: kernel locations (if any), then user locations.
     pub locations: Vec<usize>,
     pub count: u64,
@@ -117,8 +119,10 @@ pub fn build(
             // Kernel threads have no user stack.
             StackSide::Absent => {}
         }
+        let thread = key.thread.text().map(|name| b.thread(name));
         samples.push(Sample {
             process,
+            thread,
             locations,
             count,
         });
@@ -147,9 +151,20 @@ struct Builder {
     location_index: HashMap<LocKey, usize>,
     keys: Vec<LocKey>,
     placeholder_names: HashMap<String, u32>,
+    /// Thread names, one allocation each (bounded by the samples' distinct names).
+    threads: std::collections::HashSet<Arc<str>>,
 }
 
 impl Builder {
+    fn thread(&mut self, name: String) -> Arc<str> {
+        if let Some(shared) = self.threads.get(name.as_str()) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.threads.insert(Arc::clone(&shared));
+        shared
+    }
+
     fn process(&mut self, pid: Pid, table: &ProcessTable) -> usize {
         if let Some(&i) = self.process_index.get(&pid) {
             return i;
@@ -287,6 +302,7 @@ mod tests {
         });
         let key = StackKey {
             pid,
+            thread: crate::source::ThreadName::default(),
             // Leaf first: in b; returns to the start of b (the call ended a); returns to the
             // start of a (nothing mapped before it).
             user: StackSide::Frames(vec![VirtAddr(0x2500), VirtAddr(0x2000), VirtAddr(0x1000)]),

@@ -279,6 +279,7 @@ mod tests {
             self.drains += 1;
             let sample = |pid| RawSample {
                 pid,
+                thread: crate::source::ThreadName::default(),
                 user: StackSide::Frames(vec![]),
                 kernel: StackSide::Absent,
                 count: 1,

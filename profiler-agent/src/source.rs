@@ -20,10 +20,33 @@ pub enum StackSide {
     Lost(StackLoss),
 }
 
-/// Samples of one process with one (user, kernel) stack pair, summed over CPUs.
+/// A thread's name as the kernel keeps it (`comm`: at most 15 bytes, NUL-padded; empty when
+/// unknown). Compared as bytes, so aggregating by it costs no allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ThreadName(pub [u8; profiler_common::THREAD_NAME_LEN]);
+
+impl ThreadName {
+    pub fn new(name: &str) -> Self {
+        let mut bytes = [0; profiler_common::THREAD_NAME_LEN];
+        // The kernel keeps 15 bytes and a NUL.
+        let len = name.len().min(bytes.len() - 1);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self(bytes)
+    }
+
+    /// The name up to its NUL, invalid UTF-8 replaced; `None` when empty.
+    pub fn text(&self) -> Option<String> {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        (len > 0).then(|| String::from_utf8_lossy(&self.0[..len]).into_owned())
+    }
+}
+
+/// Samples of one process's threads of one name with one (user, kernel) stack pair, summed
+/// over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawSample {
     pub pid: Pid,
+    pub thread: ThreadName,
     pub user: StackSide,
     pub kernel: StackSide,
     pub count: u64,

@@ -414,6 +414,96 @@ fn sigterm_flushes_samples_of_the_last_interval() {
     );
 }
 
+/// `thread.name` of every sample of `pid`, with the sample's leaf function.
+fn threads_and_leaves(
+    requests: &[serde_json::Value],
+    pid: u32,
+) -> Vec<(Option<String>, String, u64)> {
+    let mut out = Vec::new();
+    for req in requests {
+        let d = &req["dictionary"];
+        let index = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as usize;
+        let string =
+            |v: &serde_json::Value| d["string_table"][index(v)].as_str().unwrap().to_owned();
+        for rp in req["resource_profiles"].as_array().unwrap() {
+            if attr(&rp["resource"], "process.pid") != Some(pid.to_string()) {
+                continue;
+            }
+            for p in rp["scope_profiles"][0]["profiles"].as_array().unwrap() {
+                for sample in p["samples"].as_array().unwrap() {
+                    let thread = sample["attribute_indices"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| &d["attribute_table"][index(i)])
+                        .find(|a| string(&a["key_strindex"]) == "thread.name")
+                        .map(|a| a["value"]["string_value"].as_str().unwrap().to_owned());
+                    let stack = &d["stack_table"][index(&sample["stack_index"])];
+                    let leaf = stack["location_indices"][0].clone();
+                    let location = &d["location_table"][index(&leaf)];
+                    let function = location["lines"]
+                        .as_array()
+                        .and_then(|lines| lines.first())
+                        .map(|line| {
+                            string(&d["function_table"][index(&line["function_index"])]["name_strindex"])
+                        })
+                        .unwrap_or_default();
+                    let count = sample["values"][0].as_str().unwrap().parse().unwrap();
+                    out.push((thread, function, count));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_sample_names_its_thread() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir();
+    let receiver = Receiver::start(0, &dir.path().join("r.jsonl"), &[]);
+    let w = Workload::start(&build_c("threads"), &[]);
+    let mut args = otlp_export_args(&receiver.endpoint(), "1s");
+    args.extend(["--pid".into(), w.pid().to_string()]);
+    let agent = Agent::start(&strs(&args));
+    wait_for(
+        Duration::from_secs(30),
+        "200 samples of the workload",
+        || {
+            threads_and_leaves(&receiver.requests(), w.pid())
+                .iter()
+                .map(|(_, _, c)| c)
+                .sum::<u64>()
+                >= 200
+        },
+    );
+    assert!(agent.terminate().status.success());
+    check_invariants(&receiver.out);
+    let samples = threads_and_leaves(&receiver.requests(), w.pid());
+    let count = |thread: &str, leaf: &str| -> u64 {
+        samples
+            .iter()
+            .filter(|(t, l, _)| t.as_deref() == Some(thread) && l == leaf)
+            .map(|(_, _, c)| c)
+            .sum()
+    };
+    let total: u64 = samples.iter().map(|(_, _, c)| c).sum();
+    let (a, b) = (count("spin-a", "spin_a"), count("spin-b", "spin_b"));
+    // Each thread's samples are its own: spin_a only on spin-a, spin_b only on spin-b.
+    assert_eq!(count("spin-a", "spin_b") + count("spin-b", "spin_a"), 0);
+    assert!(
+        a + b >= total * 95 / 100,
+        "{a} + {b} of {total} samples on the named threads: {samples:?}"
+    );
+    assert!(a > total / 4 && b > total / 4, "{a} / {b} of {total}");
+    assert!(
+        samples.iter().all(|(t, _, _)| t.is_some()),
+        "a sample without a thread name"
+    );
+}
+
 #[test]
 fn headers_reach_the_collector() {
     if !require_root() {

@@ -93,7 +93,13 @@ pub struct SampleKey {
     /// Key in `UNWOUND_STACKS_n` (a hash of the frames) when `user_stack_id` is
     /// [`UNWOUND_STACK_ID`], else 0.
     pub unwound_stack: u64,
+    /// The sampled thread's name (`comm`, NUL-padded; all zero if unreadable). Threads of one
+    /// name share entries, so a pool of workers costs one entry per stack, not one per thread.
+    pub thread: [u8; THREAD_NAME_LEN],
 }
+
+/// Bytes of a thread name in [`SampleKey`]: the kernel's `TASK_COMM_LEN`.
+pub const THREAD_NAME_LEN: usize = 16;
 
 /// A user stack unwound with tables, leaf first.
 #[repr(C)]
@@ -338,7 +344,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<SampleKey>(), 24);
+        assert_eq!(core::mem::size_of::<SampleKey>(), 40);
         assert_eq!(
             core::mem::size_of::<UnwoundStack>(),
             8 + 8 * unwind::MAX_UNWOUND_FRAMES

@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     COUNT_MAP_ENTRIES, Control, KNOWN_PROCESS_ENTRIES, NEW_PROCESS_RING_BYTES, RowChunk,
-    STACK_MAP_ENTRIES, SampleKey, Stat, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES,
+    STACK_MAP_ENTRIES, SampleKey, Stat, THREAD_NAME_LEN, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES,
     UNWIND_PROCESS_ENTRIES, UNWIND_ROW_CHUNKS, UNWOUND_STACK_ENTRIES, UNWOUND_STACK_ID,
     UnwoundStack, errno,
     unwind::{
@@ -194,7 +194,7 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
         || ctx.get_stackid(stacks, u64::from(BPF_F_FAST_STACK_CMP)),
     ));
     if UNWIND_TABLES.load() != 0 && PROCESS_MAPPINGS.get_ptr(tgid).is_some() {
-        let started = start_unwind(tgid, kernel, generation);
+        let started = start_unwind(tgid, kernel, generation, thread_name(&ctx));
         if started {
             // SAFETY: the context is this program's own.
             unsafe { PROGRAMS.tail_call(&ctx, 0) };
@@ -216,10 +216,17 @@ pub fn kalypso_sample(ctx: PerfEventContext) -> u32 {
             kernel_stack_id: kernel,
             _pad: 0,
             unwound_stack: 0,
+            thread: thread_name(&ctx),
         },
         generation,
     );
     0
+}
+
+/// The current thread's name; all zero if the helper fails (it does not, for a running task).
+#[inline(always)]
+fn thread_name(ctx: &PerfEventContext) -> [u8; THREAD_NAME_LEN] {
+    ctx.command().unwrap_or([0; THREAD_NAME_LEN])
 }
 
 /// Whether the tick interrupted user mode, from the registers the perf event saved (the context
@@ -301,7 +308,12 @@ fn user_regs(arch: u32) -> Option<Regs> {
 /// Fills this CPU's unwind state for a sample of `tgid`; false if the registers are unreadable
 /// (or, never seen, this CPU's unwind state is missing).
 #[inline(always)]
-fn start_unwind(tgid: u32, kernel: i32, generation: u32) -> bool {
+fn start_unwind(
+    tgid: u32,
+    kernel: i32,
+    generation: u32,
+    thread: [u8; THREAD_NAME_LEN],
+) -> bool {
     let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
         return false;
     };
@@ -317,6 +329,7 @@ fn start_unwind(tgid: u32, kernel: i32, generation: u32) -> bool {
         kernel_stack_id: kernel,
         _pad: 0,
         unwound_stack: 0,
+        thread,
     };
     state.generation = generation;
     state.stack.len = 0;

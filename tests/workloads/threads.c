@@ -1,6 +1,8 @@
 /* Two busy threads besides an idle main thread: thread_a in spin_a, thread_b in spin_b. A profile
- * of the process must cover every thread, so both functions appear with about equal shares.
+ * of the process must cover every thread, so both functions appear with about equal shares. The
+ * threads are named (pthread_setname_np, what the kernel keeps as their comm) spin-a and spin-b.
  * Usage: threads [seconds] */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +29,8 @@ int main(int argc, char **argv) {
     pthread_t a, b;
     pthread_create(&a, NULL, thread_a, NULL);
     pthread_create(&b, NULL, thread_b, NULL);
+    pthread_setname_np(a, "spin-a");
+    pthread_setname_np(b, "spin-b");
     printf("ready\n");
     fflush(stdout);
     if (seconds > 0) {

@@ -119,11 +119,13 @@ pub(crate) mod tests {
             samples: vec![
                 Sample {
                     process: 0,
+                    thread: Some(Arc::from("work")),
                     locations: vec![2, 1, 0],
                     count: 3,
                 },
                 Sample {
                     process: 0,
+                    thread: Some(Arc::from("work")),
                     locations: vec![4, 3, 1, 0],
                     count: 1,
                 },

@@ -132,9 +132,18 @@ impl<'a> Request<'a> {
             .iter()
             .map(|s| {
                 let locations: Vec<i32> = s.locations.iter().map(|l| d.location(p, *l)).collect();
+                // Semantic convention `thread.name`, per sample as the reference agent sends it
+                // (Pyroscope makes it a label users filter by).
+                let attribute_indices = s
+                    .thread
+                    .as_deref()
+                    .map(|name| d.string_attribute("thread.name", name))
+                    .into_iter()
+                    .collect();
                 pb::Sample {
                     stack_index: d.stack(locations),
                     values: vec![s.count as i64],
+                    attribute_indices,
                     ..Default::default()
                 }
             })

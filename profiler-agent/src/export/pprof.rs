@@ -119,6 +119,7 @@ pub fn to_pprof(profile: &Profile) -> pb::Profile {
         .collect();
     let multi_process = profile.node_wide || profile.processes.len() > 1;
     let (pid_key, process_key) = (strings.intern("pid"), strings.intern("process"));
+    let thread_key = strings.intern("thread_name");
     let samples = profile
         .samples
         .iter()
@@ -140,6 +141,14 @@ pub fn to_pprof(profile: &Profile) -> pb::Profile {
             } else {
                 Vec::new()
             };
+            let mut label = label;
+            if let Some(thread) = s.thread.as_deref() {
+                label.push(pb::Label {
+                    key: thread_key,
+                    str: strings.intern(thread),
+                    ..Default::default()
+                });
+            }
             pb::Sample {
                 location_id: s.locations.iter().map(|l| *l as u64 + 1).collect(),
                 value: vec![s.count as i64, (s.count * profile.period_ns) as i64],
