@@ -118,12 +118,13 @@ def test_pyroscope_and_collector_speak_otlp_profiles_v1_10(rendered, workspace):
     pipeline = cfg["service"]["pipelines"]
     assert set(pipeline) == {"profiles"}, "only the profiles pipeline (alternateConfig)"
     profiles = pipeline["profiles"]
-    assert profiles["receivers"] == ["otlp"] and profiles["processors"] == ["k8s_attributes"]
+    # k8s_attributes first; the rest of the pipeline is checked in test_pyroscope_labels.py.
+    assert profiles["receivers"] == ["otlp"] and profiles["processors"][0] == "k8s_attributes"
     (exporter,) = profiles["exporters"]
     assert exporter.split("/")[0] == "otlp_grpc"
     assert cfg["exporters"][exporter]["endpoint"] == "pyroscope.pyroscope.svc.cluster.local:4040"
-    assert {"from": "resource_attribute", "name": "container.id"} in \
-        cfg["processors"]["k8s_attributes"]["pod_association"][0]["sources"]
+    assert any({"from": "resource_attribute", "name": "container.id"} in rule["sources"]
+               for rule in cfg["processors"]["k8s_attributes"]["pod_association"])
     assert "health_check" in cfg["service"]["extensions"], "the chart's probes need it"
     (deploy,) = [d for d in rendered["kalypso-pyroscope"] if d["kind"] == "Deployment"
                  and d["metadata"]["name"] == col["fullnameOverride"]]

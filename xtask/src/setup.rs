@@ -42,6 +42,8 @@ const PIP_TEST_PACKAGES: &[&str] = &[
     "opentelemetry-proto==1.45.2",
     "grpcio==1.85.3",
     "pytest==9.2.0",
+    // The Pyroscope rules checker reads the chart's collector pipeline from values.yaml.
+    "PyYAML==6.0.3",
 ];
 /// What cross-building for a foreign target needs, per (host, target) architecture pair:
 /// Debian's std for the target (the same version as `rustc-web`, which apt enforces for a
