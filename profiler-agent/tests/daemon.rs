@@ -140,7 +140,9 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
             "team=a,service.name=checkout%20api",
         )],
     );
-    let plain = Workload::start(&binary, &[]);
+    // The plain one has two named threads, each busy 30% of the time (light on 2 cores).
+    let threads = build_c("threads");
+    let plain = Workload::start(&threads, &["0", "30"]);
     let agent = Agent::start(&strs(&otlp_export_args(&receiver.endpoint(), "2s")));
     wait_for(
         Duration::from_secs(30),
@@ -163,6 +165,9 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
 
     let requests = receiver.requests();
     check_invariants(&receiver.out);
+    // What Pyroscope would make of it after the chart's collector pipeline: nothing rejected.
+    check_pyroscope_rules(&receiver.out);
+    keep_requests(&receiver.out);
     // Resource attributes of the workload, by semantic conventions.
     let all = resources(&requests);
     // By pid: the other tests' agents and workloads run beside this one, the same binary too.
@@ -191,8 +196,9 @@ fn node_wide_profiles_reach_an_independent_receiver_intact() {
     );
     assert_eq!(
         attr(host(plain_pid), "service.name").as_deref(),
-        Some("calltree")
+        Some("threads")
     );
+    every_sample_names_its_thread(&requests, plain_pid);
     for pid in [declared_pid, plain_pid] {
         assert_eq!(attr(host(pid), "container.id"), None);
         assert_eq!(attr(host(pid), "k8s.pod.uid"), None);
@@ -457,31 +463,9 @@ fn threads_and_leaves(
     out
 }
 
-#[test]
-fn every_sample_names_its_thread() {
-    if !require_root() {
-        return;
-    }
-    let dir = temp_dir();
-    let receiver = Receiver::start(0, &dir.path().join("r.jsonl"), &[]);
-    let w = Workload::start(&build_c("threads"), &[]);
-    let mut args = otlp_export_args(&receiver.endpoint(), "1s");
-    args.extend(["--pid".into(), w.pid().to_string()]);
-    let agent = Agent::start(&strs(&args));
-    wait_for(
-        Duration::from_secs(30),
-        "200 samples of the workload",
-        || {
-            threads_and_leaves(&receiver.requests(), w.pid())
-                .iter()
-                .map(|(_, _, c)| c)
-                .sum::<u64>()
-                >= 200
-        },
-    );
-    assert!(agent.terminate().status.success());
-    check_invariants(&receiver.out);
-    let samples = threads_and_leaves(&receiver.requests(), w.pid());
+/// Each thread's samples carry its name (`thread.name`), and only its own leaf function.
+fn every_sample_names_its_thread(requests: &[serde_json::Value], pid: u32) {
+    let samples = threads_and_leaves(requests, pid);
     let count = |thread: &str, leaf: &str| -> u64 {
         samples
             .iter()
@@ -491,10 +475,11 @@ fn every_sample_names_its_thread() {
     };
     let total: u64 = samples.iter().map(|(_, _, c)| c).sum();
     let (a, b) = (count("spin-a", "spin_a"), count("spin-b", "spin_b"));
+    assert!(total >= 50, "only {total} samples of the threads workload");
     // Each thread's samples are its own: spin_a only on spin-a, spin_b only on spin-b.
     assert_eq!(count("spin-a", "spin_b") + count("spin-b", "spin_a"), 0);
     assert!(
-        a + b >= total * 95 / 100,
+        a + b >= total * 90 / 100,
         "{a} + {b} of {total} samples on the named threads: {samples:?}"
     );
     assert!(a > total / 4 && b > total / 4, "{a} / {b} of {total}");

@@ -387,34 +387,31 @@ def kind_of(raw: dict[str, str]) -> str:
 
 
 def markdown(requests, collector: Collector | None, pod_for=None) -> str:
-    """One row per label name, one column per kind of process: the first series of each kind."""
+    """One row per label name, one column per kind of process: of each kind, the series with the
+    most samples (the busiest thread of the busiest process)."""
     picked: dict[str, Series] = {}
     for req in requests:
         for rp in req.get("resource_profiles", []):
             kind = kind_of(key_values((rp.get("resource") or {}).get("attributes")))
-            if kind in picked:
-                continue
             one = {**req, "resource_profiles": [rp]}
             for s, _ in series(one, collector, pod_for):
-                if s is not None and s.samples:
+                if s is not None and s.samples > (picked[kind].samples if kind in picked else 0):
                     picked[kind] = s
-                    break
     kinds = [k for k in ("pod", "host process", "kernel thread") if k in picked]
+    # Sanitized name -> kind -> (value, where the value came from). service.name and service_name
+    # are one label after sanitization; the value's origin is service.name's where it is set.
     rows: dict[str, dict] = {}
     for kind in kinds:
         for name, value, source in picked[kind].labels:
-            row = rows.setdefault(sanitize_legacy_label_name(name) or name, {"sources": set()})
-            row[kind] = value
-            row["sources"].add(source)
-            row["from"] = name
-    lines = ["| label | from | " + " | ".join(kinds) + " |",
-             "|---|---|" + "---|" * len(kinds)]
-    for label, row in rows.items():
-        src = "/".join(sorted(row["sources"]))
-        cells = [f"`{row[k]}`" if k in row else "" for k in kinds]
-        lines.append(f"| `{label}` | {src} | " + " | ".join(cells) + " |")
+            cell = rows.setdefault(sanitize_legacy_label_name(name) or name, {})
+            if kind not in cell or cell[kind][1] == "pyroscope":
+                cell[kind] = (value, source)
+    lines = ["| label | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for label, cell in rows.items():
+        cells = [f"`{cell[k][0]}` ({cell[k][1]})" if k in cell else "" for k in kinds]
+        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
     counts = [str(len(picked[k].labels)) for k in kinds]
-    lines.append("| *label names counted* | | " + " | ".join(counts) + " |")
+    lines.append("| *label names Pyroscope counts (limit 30)* | " + " | ".join(counts) + " |")
     return "\n".join(lines)
 
 

@@ -221,4 +221,5 @@ def test_the_command_line(tmp_path, capsys):
     assert rules.main([str(tmp_path / "missing.jsonl")]) == 2
     assert rules.main([str(good), "--chart-values", VALUES, "--simulate-pod", "--markdown"]) == 0
     table = capsys.readouterr().out
-    assert "| `k8s_namespace_name` | collector | `shop` |" in table
+    assert "| `k8s_namespace_name` | `shop` (collector) |" in table
+    assert "| `service_name` | `shop/checkout` (collector) |" in table

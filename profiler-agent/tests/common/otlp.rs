@@ -106,6 +106,35 @@ pub fn check_invariants(path: &Path) {
     );
 }
 
+/// Applies Pyroscope 2.2.1's ingest rules (label count and names, samples per profile, ingestion
+/// window, required fields, attribute indices) to a file of requests, after the collector
+/// pipeline of the chart's values with a simulated pod for container processes.
+pub fn check_pyroscope_rules(path: &Path) {
+    let root = workspace_root();
+    let out = Command::new(python())
+        .arg(root.join("tests/readers/pyroscope_rules.py"))
+        .arg(path)
+        .arg("--chart-values")
+        .arg(root.join("charts/kalypso-pyroscope/values.yaml"))
+        .arg("--simulate-pod")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "Pyroscope would reject or drop:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With `KALYPSO_KEEP_REQUESTS=FILE`, copies the recorded requests there (docs/deploy.md's labels
+/// table is printed from such a file).
+pub fn keep_requests(path: &Path) {
+    if let Some(keep) = std::env::var_os("KALYPSO_KEEP_REQUESTS") {
+        std::fs::copy(path, &keep).expect("copying the recorded requests");
+    }
+}
+
 /// Waits until `f` holds, polling; panics with `what` after `limit`.
 pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
