@@ -431,7 +431,17 @@ mod tests {
                 .env_remove("OTEL_SERVICE_NAME")
                 .env_remove("OTEL_RESOURCE_ATTRIBUTES"),
         );
-        // spawn() returns after exec, so /proc shows the new program.
+        // spawn() returns once exec is past its point of no return, which is before the kernel
+        // has set up the new program's environment: /proc/PID/environ reads empty until then.
+        for child in [&named, &plain] {
+            let environ = format!("/proc/{}/environ", child.id());
+            for _ in 0..200 {
+                if std::fs::read(&environ).is_ok_and(|e| !e.is_empty()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let named_res = read_process_resource(named.id(), "fallback");
         let plain_res = read_process_resource(plain.id(), "fallback");
         for child in [&mut named, &mut plain] {
