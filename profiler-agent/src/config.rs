@@ -6,6 +6,7 @@ use clap::Parser;
 
 use crate::bpf::{SamplerOptions, UnwindMode};
 use crate::export::Format;
+use crate::summary::SummaryFormat;
 use crate::types::Pid;
 use crate::unwind::loader::LoaderOptions;
 
@@ -74,6 +75,11 @@ pub struct Config {
     /// Never show the progress line (it is only shown on a terminal anyway).
     #[arg(long, env = "PROFILER_QUIET")]
     pub quiet: bool,
+
+    /// How the end-of-run summary is printed on stderr: sentences, or one JSON object on one
+    /// line with the same numbers under stable names (for scripts).
+    #[arg(long, value_enum, env = "PROFILER_SUMMARY", default_value_t = SummaryFormat::Text)]
+    pub summary: SummaryFormat,
 
     /// Continuous export instead of one file: `otlp` (gRPC to a collector or Pyroscope), `stdout`
     /// (each request as a JSON line; when the reader closes the pipe, as `| head` does, the agent

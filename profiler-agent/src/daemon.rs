@@ -20,10 +20,11 @@ use crate::metrics::{self, DropReason, Metrics};
 use crate::process::{self, ObjectFile, ProcessTable};
 use crate::profile::{self, ProcessMeta, ProfileMeta};
 use crate::resource::{self, ProcessResource};
-use crate::source::{RawBatch, SampleSource, StackSide};
+use crate::source::{RawBatch, SampleSource, SamplerStats, StackSide};
 use crate::symbolize::Symbolizer;
 use crate::telemetry;
 use crate::types::Pid;
+use crate::unwind::loader::LoaderStats;
 use crate::wake::Wakeup;
 
 /// How soon a process whose samples fall outside its known mappings has them read again. The
@@ -116,6 +117,10 @@ pub struct DaemonSummary {
     pub exports: u64,
     pub requests: u64,
     pub target_exited: bool,
+    /// The kernel's counters at the end.
+    pub stats: SamplerStats,
+    /// Unwind-table counters at the end, when tables were in use.
+    pub tables: Option<LoaderStats>,
 }
 
 pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, AgentError> {
@@ -486,9 +491,11 @@ impl SampleLoop {
             let batch = self.keep_wanted(batch, &mut processes, &mut resources, tables);
             summary.samples += batch.total();
             window.aggregator.add(batch);
-            self.metrics.observe_sampler(&sampler.stats()?);
-            if let Some(tables) = sampler.table_stats() {
-                self.metrics.observe_tables(&tables);
+            summary.stats = sampler.stats()?;
+            self.metrics.observe_sampler(&summary.stats);
+            summary.tables = sampler.table_stats();
+            if let Some(tables) = &summary.tables {
+                self.metrics.observe_tables(tables);
             }
             self.metrics.tick();
             let export_due = window.began.elapsed() >= self.cfg.export_interval;

@@ -20,6 +20,7 @@ pub mod resource;
 pub mod seccomp;
 pub mod sigbus;
 pub mod source;
+pub mod summary;
 pub mod symbolize;
 pub mod telemetry;
 #[cfg(test)]

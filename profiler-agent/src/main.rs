@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use profiler_agent::config::{Config, Mode};
 use profiler_agent::record::StopReason;
+use profiler_agent::summary::{self, SummaryFormat};
 use profiler_agent::{daemon, local, telemetry};
 use tracing_subscriber::EnvFilter;
 
@@ -48,6 +49,10 @@ fn main() -> ExitCode {
             if s.target_exited {
                 say!("note: the target process exited; exported what was collected");
             }
+            if cfg.summary == SummaryFormat::Json {
+                say!("{}", summary::export(&s));
+                return;
+            }
             say!(
                 "collected {} samples; sent {} in {} requests over {} intervals; dropped {}; agent CPU {:.2} s",
                 s.samples,
@@ -79,6 +84,27 @@ fn report_local(cfg: &Config, outcome: &local::Outcome) {
         );
     }
     let secs = outcome.elapsed.as_secs_f64();
+    let empty = (outcome.samples == 0).then(|| {
+        let who = match cfg.pid {
+            Some(pid) => format!("pid {pid} did not run on a CPU"),
+            None => "no process ran on a CPU".to_string(),
+        };
+        format!(
+            "warning: the profile is empty: {who} during the {secs:.1} s (the sampler saw {} ticks)",
+            outcome.report.stats.get(profiler_common::Stat::Ticks)
+        )
+    });
+    if cfg.summary == SummaryFormat::Json {
+        // The warnings the sentences carry, then the numbers as the last line.
+        for warning in outcome.report.warnings() {
+            say!("warning: {warning}");
+        }
+        if let Some(empty) = &empty {
+            say!("{empty}");
+        }
+        say!("{}", summary::local(outcome));
+        return;
+    }
     say!(
         "wrote {} ({:?}): {} samples in {:.1} s ({:.1}/s; {} expected for one busy thread), {} distinct stacks, agent CPU {:.2} s, max RSS {:.1} MiB",
         outcome.path.display(),
@@ -92,14 +118,7 @@ fn report_local(cfg: &Config, outcome: &local::Outcome) {
         telemetry::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64,
     );
     say!("{}", outcome.report);
-    if outcome.samples == 0 {
-        let who = match cfg.pid {
-            Some(pid) => format!("pid {pid} did not run on a CPU"),
-            None => "no process ran on a CPU".to_string(),
-        };
-        say!(
-            "warning: the profile is empty: {who} during the {secs:.1} s (the sampler saw {} ticks)",
-            outcome.report.stats.get(profiler_common::Stat::Ticks)
-        );
+    if let Some(empty) = empty {
+        say!("{empty}");
     }
 }

@@ -50,16 +50,8 @@ impl fmt::Display for Report {
             self.symbolizer.unknown,
             self.unknown_objects,
         )?;
-        if self.denied_objects > 0 {
-            write!(f, "\nwarning: {}", denied_warning(self.denied_objects))?;
-        }
-        if self.symbolizer.errors > 0 {
-            write!(
-                f,
-                "\nwarning: {} of the unresolved addresses are in files that could not be read; last error: {}",
-                self.symbolizer.errors,
-                self.symbolizer_error.as_deref().unwrap_or("unknown")
-            )?;
+        for warning in self.warnings() {
+            write!(f, "\nwarning: {warning}")?;
         }
         if let Some((runs, time)) = self.bpf_runs
             && runs > 0
@@ -91,6 +83,25 @@ impl fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+impl Report {
+    /// What the user must be told whatever the summary's format: files the agent was refused,
+    /// files that could not be read.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.denied_objects > 0 {
+            out.push(denied_warning(self.denied_objects));
+        }
+        if self.symbolizer.errors > 0 {
+            out.push(format!(
+                "{} of the unresolved addresses are in files that could not be read; last error: {}",
+                self.symbolizer.errors,
+                self.symbolizer_error.as_deref().unwrap_or("unknown")
+            ));
+        }
+        out
     }
 }
 

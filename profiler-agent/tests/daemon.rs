@@ -398,15 +398,7 @@ fn sigterm_flushes_samples_of_the_last_interval() {
     assert!(out.status.success());
     // Everything the agent collected reached the receiver: its own counts equal what arrived.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let number_after = |label: &str| -> u64 {
-        stderr
-            .split(label)
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no `{label}` in {stderr}"))
-    };
-    let (collected, sent) = (number_after("collected "), number_after("; sent "));
+    let (collected, sent, _) = daemon_summary(&stderr);
     assert_eq!(sent, collected, "{stderr}");
     let received: u64 = all_sample_counts(&receiver.requests()).sum();
     assert_eq!(received, sent, "samples lost in the shutdown flush");
@@ -717,7 +709,14 @@ fn duration_ends_a_continuous_export_and_flushes_the_last_window() {
     let w = Workload::start(&build_c("calltree"), &[]);
     let child = Command::new(agent_binary())
         .args(["--pid", &w.pid().to_string(), "--duration", "3s"])
-        .args(["--exporter", "stdout", "--export-interval", "60s"])
+        .args([
+            "--exporter",
+            "stdout",
+            "--export-interval",
+            "60s",
+            "--summary",
+            "json",
+        ])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

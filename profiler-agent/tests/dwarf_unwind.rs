@@ -58,6 +58,8 @@ fn profile_with(
         unwind,
         "--unwind-cache-dir",
         cache.to_str().unwrap(),
+        "--summary",
+        "json",
         "--output",
         out.to_str().unwrap(),
     ]);
@@ -117,10 +119,10 @@ fn c_without_frame_pointers_unwinds_to_main_with_tables_and_not_with_frame_point
         top(&dwarf)
     );
     assert!(spin * 100 >= total * 20, "spin branch: {spin} of {total}");
-    assert!(
-        summary.contains("unwind:"),
-        "the summary reports the unwinder: {summary}"
-    );
+    // Tables were in use, and the kernel counted the stacks they unwound.
+    let json = summary_json(&summary);
+    assert!(json["tables"].is_object(), "no tables in {json}");
+    assert!(unwind_count(&summary, "unwind_started") > 0, "{json}");
 
     let (fp, _) = profile(&workload, "fp", "2s");
     let fp = user_stacks(&fp);
@@ -287,21 +289,9 @@ fn leaf_to_main_paths_match_perf_dwarf() {
     }
 }
 
-/// The counter after `label` in the summary's `unwind:` line, e.g. "12 truncated".
-fn unwind_count(summary: &str, label: &str) -> u64 {
-    let line = summary
-        .lines()
-        .find(|l| l.starts_with("unwind:"))
-        .unwrap_or_else(|| panic!("no unwind: line in {summary}"));
-    let at = line
-        .find(label)
-        .unwrap_or_else(|| panic!("no {label} in {line}"));
-    line[..at]
-        .trim_end()
-        .rsplit([' ', '('])
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number before {label} in {line}"))
+/// One of the kernel's counters in the JSON summary, e.g. `unwind_truncated`.
+fn unwind_count(summary: &str, stat: &str) -> u64 {
+    summary_u64(&summary_json(summary), &["kernel", stat])
 }
 
 #[test]
@@ -337,7 +327,7 @@ fn deeper_stacks_stop_at_the_frame_limit_and_are_counted() {
     let stacks = user_stacks(&folded);
     let total = samples_with(&stacks, |_| true);
     let longest = stacks.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
-    let truncated = unwind_count(&summary, "truncated");
+    let truncated = unwind_count(&summary, "unwind_truncated");
     eprintln!("{total} samples, longest {longest} frames, {truncated} truncated\n{summary}");
     assert_eq!(
         longest,

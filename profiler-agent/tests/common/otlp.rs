@@ -268,6 +268,9 @@ pub fn otlp_export_args(endpoint: &str, interval: &str) -> Vec<String> {
         endpoint,
         "--export-interval",
         interval,
+        // The exit summary as data (`daemon_summary`).
+        "--summary",
+        "json",
     ]
     .iter()
     .map(|s| s.to_string())
