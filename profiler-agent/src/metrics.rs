@@ -89,6 +89,8 @@ pub struct Metrics {
     pub export_queue_bytes: Gauge,
     pub export_batches_dropped: Counter,
     pub symbolizer: Family<Labels, Counter>,
+    /// Samples whose user stack was cut at a frame-pointer walk that looped outside code.
+    user_stacks_cut: Counter,
     pub processes_tracked: Gauge,
     pub open_objects: Gauge,
     /// Lines of `/proc/PID/maps` that did not parse (skipped), cumulative.
@@ -168,6 +170,12 @@ impl Metrics {
             "symbolizer_lookups",
             "Symbolizer cache lookups, by result (unknown: unresolved; error: of those, in files that could not be read)",
             symbolizer.clone(),
+        );
+        let user_stacks_cut = Counter::default();
+        registry.register(
+            "user_stacks_cut",
+            "Samples whose user stack was cut where the kernel's frame-pointer walk repeated an address outside code (the rest was no call chain)",
+            user_stacks_cut.clone(),
         );
         let processes_tracked = Gauge::default();
         registry.register(
@@ -252,6 +260,7 @@ impl Metrics {
             export_queue_bytes,
             export_batches_dropped,
             symbolizer,
+            user_stacks_cut,
             processes_tracked,
             open_objects,
             maps_lines_skipped,
@@ -329,6 +338,8 @@ impl Metrics {
                 .get_or_create(&vec![("result", result)])
                 .inc_by(now.saturating_sub(before));
         }
+        self.user_stacks_cut
+            .inc_by(stats.walk_loops.saturating_sub(last.walk_loops));
         *last = *stats;
     }
 

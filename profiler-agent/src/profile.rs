@@ -110,9 +110,14 @@ pub fn build(
         }
         match &key.user {
             StackSide::Frames(addrs) => {
-                for (i, addr) in addrs.iter().enumerate() {
+                let kept = walk_loop_start(addrs, table.get(key.pid));
+                for (i, addr) in addrs[..kept].iter().enumerate() {
                     let loc = b.location(LocKey::User(key.pid, *addr, i == 0), None);
                     locations.push(loc);
+                }
+                if kept < addrs.len() {
+                    symbolizer.stats.walk_loops += count;
+                    locations.push(b.placeholder(WALK_LOOP_FRAME.into()));
                 }
             }
             StackSide::Lost(loss) => locations.push(b.placeholder(loss.frame_name())),
@@ -139,6 +144,28 @@ pub fn build(
         locations: b.locations,
         samples,
     }
+}
+
+/// Stands for the outer part of a user stack cut by [`walk_loop_start`].
+pub const WALK_LOOP_FRAME: &str = "[stack cut: frame-pointer walk looped outside code]";
+
+/// How many of a user stack's frames (leaf first) to keep: all of them, unless the same
+/// return address outside every executable mapping of the process comes twice in a row. The
+/// kernel's frame-pointer walk does not check that frames move up the stack, so a register
+/// that holds data rather than a frame pointer (code built without them) and points at a word
+/// that points to itself yields that address again and again, up to the depth limit. A real
+/// recursion repeats an address in code; an address outside code cannot be a return address at
+/// all. The first occurrence is kept (it is what the walk read), the rest is cut. Nothing is
+/// judged for a process whose mappings are not known.
+fn walk_loop_start(addrs: &[VirtAddr], process: Option<&crate::process::ProcessInfo>) -> usize {
+    let Some(process) = process.filter(|p| !p.mappings.is_empty()) else {
+        return addrs.len();
+    };
+    let outside_code = |a: VirtAddr| process.mapping(VirtAddr(a.0.saturating_sub(1))).is_none();
+    addrs
+        .windows(2)
+        .position(|w| w[0] == w[1] && outside_code(w[0]))
+        .map_or(addrs.len(), |i| i + 1)
 }
 
 #[derive(Default)]
@@ -324,5 +351,57 @@ mod tests {
         assert_eq!(label(locations[2]), None);
         assert_eq!(name(locations[2]), "[unknown] 0x1000");
         assert_eq!(symbolizer.stats.unknown, 3);
+    }
+
+    #[test]
+    fn a_walk_that_repeats_an_address_outside_code_is_cut_and_counted_but_recursion_is_kept() {
+        let pid = Pid(42);
+        let mut table = ProcessTable::default();
+        table.insert_for_test(ProcessInfo {
+            pid: Some(pid),
+            mappings: vec![mapping(0x1000, 0x2000, 0, "a")],
+            alive: true,
+            ..ProcessInfo::default()
+        });
+        let stack = |user: Vec<u64>| StackKey {
+            pid,
+            thread: crate::source::ThreadName::default(),
+            user: StackSide::Frames(user.into_iter().map(VirtAddr).collect()),
+            kernel: StackSide::Absent,
+        };
+        let mut looped = vec![0x1100, 0x1200];
+        looped.extend([0x7000; 125]);
+        let recursion = [vec![0x1100], vec![0x1300; 126]].concat();
+        // One address outside code, once: kept as unknown, not a loop.
+        let single = vec![0x1100, 0x7000, 0x1400];
+        let mut symbolizer = Symbolizer::new();
+        let profile = build(
+            vec![
+                (stack(looped), 3),
+                (stack(recursion), 1),
+                (stack(single), 1),
+            ],
+            &table,
+            &mut symbolizer,
+            &meta(),
+        );
+        let names = |s: &Sample| -> Vec<String> {
+            s.locations
+                .iter()
+                .map(|&i| profile.locations[i].frames[0].function.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&profile.samples[0]),
+            [
+                "[unknown] a+0x100",
+                "[unknown] a+0x200",
+                "[unknown] 0x7000",
+                WALK_LOOP_FRAME
+            ]
+        );
+        assert_eq!(profile.samples[1].locations.len(), 127);
+        assert_eq!(names(&profile.samples[2]).len(), 3);
+        assert_eq!(symbolizer.stats.walk_loops, 3);
     }
 }

@@ -43,6 +43,7 @@ pub fn local(outcome: &Outcome) -> Value {
             "last_error": r.symbolizer_error,
             "cache_hits": r.symbolizer.cache_hits,
             "cache_misses": r.symbolizer.cache_misses,
+            "user_stacks_cut": r.symbolizer.walk_loops,
         },
         "files": { "unreadable": r.unknown_objects, "denied": r.denied_objects },
         "bpf": bpf(r),

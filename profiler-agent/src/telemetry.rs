@@ -35,7 +35,7 @@ impl fmt::Display for Report {
         let s = &self.stats;
         write!(
             f,
-            "kernel: {} ticks, {} idle, {} other processes, {} counted; stack errors: {} user collisions, {} user other, {} kernel collisions, {} kernel faults, {} kernel other; {} lost (count map full), {} lost (aggregation bound); {} addresses unresolved, {} files unreadable",
+            "kernel: {} ticks, {} idle, {} other processes, {} counted; stack errors: {} user collisions, {} user other, {} kernel collisions, {} kernel faults, {} kernel other; {} lost (count map full), {} lost (aggregation bound); {} addresses unresolved, {} files unreadable, {} user stacks cut at a looping walk",
             s.get(Stat::Ticks),
             s.get(Stat::Idle),
             s.get(Stat::Filtered),
@@ -49,6 +49,7 @@ impl fmt::Display for Report {
             self.aggregator_dropped,
             self.symbolizer.unknown,
             self.unknown_objects,
+            self.symbolizer.walk_loops,
         )?;
         for warning in self.warnings() {
             write!(f, "\nwarning: {warning}")?;

@@ -109,6 +109,9 @@ pub struct SymbolizerStats {
     /// Of those, addresses in files blazesym failed to read (not an ELF file, corrupt,
     /// truncated): see [`Symbolizer::last_error`].
     pub errors: u64,
+    /// Samples whose user stack was cut where a frame-pointer walk looped outside code
+    /// (`profile::WALK_LOOP_FRAME`).
+    pub walk_loops: u64,
 }
 
 pub struct Symbolizer {
