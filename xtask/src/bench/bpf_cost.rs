@@ -88,11 +88,7 @@ pub fn p4_bpf_cost(b: &mut Bench) -> Result<Section> {
     let mut results = Vec::new();
     for r in &runs {
         let s = &r.summary;
-        let by_tables = s
-            .unwind
-            .as_deref()
-            .and_then(|l| parse::num_after(l, "unwind: "))
-            .map_or("–".to_string(), |n| format!("{n:.0}"));
+        let by_tables = s.unwind.map_or("–".to_string(), |u| u.stacks.to_string());
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | **{}** | {by_tables} |",
@@ -109,7 +105,7 @@ pub fn p4_bpf_cost(b: &mut Bench) -> Result<Section> {
             "scope": r.scope, "unwind": r.unwind, "bpf_runs": s.bpf_runs,
             "ns_per_run": r.ns_per_run(), "ns_per_counted_sample": r.ns_per_counted(),
             "ticks": s.ticks, "idle": s.idle, "other_processes": s.other_processes,
-            "counted": s.counted, "unwind_line": s.unwind,
+            "counted": s.counted, "unwind": s.unwind.map(|u| u.json()),
         }));
     }
     let _ = writeln!(
@@ -281,8 +277,9 @@ pub fn unwind(b: &mut Bench) -> Result<Section> {
             })).collect::<Vec<_>>(),
             "variants": count, "variants_sampled": sampled.len(),
             "baseline_max_rss_mib": baseline.max_rss_mib, "many_max_rss_mib": many.max_rss_mib,
-            "baseline_unwind": baseline.unwind, "many_unwind": many.unwind,
-            "many_tables_loaded": many.tables_loaded,
+            "baseline_unwind": baseline.unwind.map(|u| u.json()),
+            "many_unwind": many.unwind.map(|u| u.json()),
+            "many_tables_loaded": many.tables_loaded(),
             "filtered_baseline": filtered_baseline.json(), "filtered_many": filtered.json(),
         }),
         commands: b.take_commands(),
@@ -394,14 +391,15 @@ fn filtered_run(b: &mut Bench, name: &str, duration: &str) -> Result<FilteredRun
     Ok(run)
 }
 
-/// The `unwind:` line cut to what the table needs: stacks by tables and the table counters.
+/// What the table needs of the unwinder's counters: stacks by tables and the table counters.
 fn short_unwind(s: &AgentSummary) -> String {
-    let Some(line) = s.unwind.as_deref() else {
+    let Some(u) = s.unwind else {
         return "–".into();
     };
-    let stacks = parse::num_after(line, "unwind: ").map_or(0.0, |n| n);
-    let tables = line.split_once("tables: ").map_or("", |(_, t)| t);
-    format!("{stacks:.0} stacks by tables; tables: {tables}")
+    format!(
+        "{} stacks by tables; tables: {} loaded, {} evicted, {} without CFI or unreadable, {} too big",
+        u.stacks, u.tables_loaded, u.tables_evicted, u.tables_without_cfi, u.tables_too_big
+    )
 }
 
 /// Runs the table builder's ignored measurement test and parses its table.

@@ -142,7 +142,7 @@ impl Bench {
     /// Runs the agent in local mode to completion and parses its summary.
     pub fn run_local(&mut self, args: &[&str]) -> Result<(AgentSummary, String)> {
         let mut cmd = Command::new(&self.agent);
-        cmd.args(args).arg("--quiet");
+        cmd.args(args).args(["--quiet", "--summary", "json"]);
         self.record(&cmd);
         let out = cmd.output().context("starting the agent")?;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -5,30 +5,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 
-/// The number in the whitespace-separated token just before `label` (`"524 samples"` with label
-/// `" samples"` gives 524). Thousands separators are not used by the agent.
-pub fn num_before(text: &str, label: &str) -> Option<f64> {
-    let at = text.find(label)?;
-    text[..at]
-        .split_whitespace()
-        .last()?
-        .trim_matches('(')
-        .parse()
-        .ok()
-}
-
-/// The number in the token just after `label` (`"agent CPU 0.57 s"` with `"agent CPU "`).
-pub fn num_after(text: &str, label: &str) -> Option<f64> {
-    let at = text.find(label)? + label.len();
-    text[at..]
-        .split_whitespace()
-        .next()?
-        .trim_end_matches([',', ';', ')'])
-        .parse()
-        .ok()
-}
-
-/// What a local-mode agent run printed at the end (see `profiler-agent/src/main.rs`).
+/// What a local-mode agent run reported at the end: the JSON object `--summary json` prints as
+/// the last line of stderr (see `profiler-agent/src/summary.rs`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentSummary {
     pub samples: u64,
@@ -40,57 +18,104 @@ pub struct AgentSummary {
     pub idle: u64,
     pub other_processes: u64,
     pub counted: u64,
-    /// `bpf:` line: program runs and mean ns per run (only with `kernel.bpf_stats_enabled=1`).
+    /// Program runs and mean ns per run (only with `kernel.bpf_stats_enabled=1`).
     pub bpf_runs: Option<u64>,
     pub bpf_ns_per_run: Option<f64>,
-    /// The `unwind:` line as printed, when tables were used.
-    pub unwind: Option<String>,
-    pub tables_loaded: Option<u64>,
+    /// The table unwinder's counters, when tables were used.
+    pub unwind: Option<UnwindSummary>,
 }
 
-impl AgentSummary {
-    /// Total BPF program time in ns (runs × mean), when the `bpf:` line was there.
-    pub fn bpf_run_time_ns(&self) -> Option<f64> {
-        Some(self.bpf_runs? as f64 * self.bpf_ns_per_run?)
+/// Stacks the table unwinder walked and the unwind tables' counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindSummary {
+    pub stacks: u64,
+    pub complete: u64,
+    pub truncated: u64,
+    pub frame_pointer_frames: u64,
+    pub tables_loaded: u64,
+    pub tables_evicted: u64,
+    pub tables_without_cfi: u64,
+    pub tables_too_big: u64,
+}
+
+impl UnwindSummary {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "stacks": self.stacks, "complete": self.complete, "truncated": self.truncated,
+            "frame_pointer_frames": self.frame_pointer_frames, "tables_loaded": self.tables_loaded,
+            "tables_evicted": self.tables_evicted, "tables_without_cfi": self.tables_without_cfi,
+            "tables_too_big": self.tables_too_big,
+        })
     }
 }
 
-/// Parses the summary a local-mode run writes to stderr.
+impl AgentSummary {
+    /// Total BPF program time in ns (runs × mean), when the agent measured it.
+    pub fn bpf_run_time_ns(&self) -> Option<f64> {
+        Some(self.bpf_runs? as f64 * self.bpf_ns_per_run?)
+    }
+
+    pub fn tables_loaded(&self) -> Option<u64> {
+        self.unwind.map(|u| u.tables_loaded)
+    }
+}
+
+/// Parses the summary a local-mode run with `--summary json` writes to stderr.
 pub fn agent_summary(stderr: &str) -> Result<AgentSummary> {
-    let wrote = stderr
+    let line = stderr
         .lines()
-        .find(|l| l.starts_with("wrote "))
-        .context("no `wrote …` line in the agent's output")?;
-    let kernel = stderr
-        .lines()
-        .find(|l| l.starts_with("kernel: "))
-        .context("no `kernel: …` line in the agent's output")?;
-    let need = |v: Option<f64>, what: &str| v.with_context(|| format!("no {what} in `{wrote}`"));
-    let count = |label: &str| -> Result<u64> {
-        num_before(kernel, label)
-            .map(|v| v as u64)
-            .with_context(|| format!("no `{label}` in `{kernel}`"))
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| {
+            let last = stderr.lines().last().unwrap_or("(nothing)");
+            format!("no JSON summary in the agent's output (run with --summary json); it ended with: {last}")
+        })?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("summary is not JSON: {line}"))?;
+    let at = |path: &[&str]| -> Option<&serde_json::Value> {
+        path.iter().try_fold(&v, |v, key| v.get(key))
     };
-    let bpf = stderr.lines().find(|l| l.starts_with("bpf: "));
-    let unwind = stderr.lines().find(|l| l.starts_with("unwind: "));
+    let uint = |path: &[&str]| -> Result<u64> {
+        at(path)
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("no {} in the summary: {line}", path.join(".")))
+    };
+    let float = |path: &[&str]| -> Result<f64> {
+        at(path)
+            .and_then(serde_json::Value::as_f64)
+            .with_context(|| format!("no {} in the summary: {line}", path.join(".")))
+    };
+    if at(&["mode"]).and_then(serde_json::Value::as_str) != Some("local") {
+        bail!("not a local-mode summary: {line}");
+    }
+    let unwind = match at(&["tables"]) {
+        Some(t) if !t.is_null() => Some(UnwindSummary {
+            stacks: uint(&["kernel", "unwind_started"])?,
+            complete: uint(&["kernel", "unwind_complete"])?,
+            truncated: uint(&["kernel", "unwind_truncated"])?,
+            frame_pointer_frames: uint(&["kernel", "unwind_frame_pointer_frames"])?,
+            tables_loaded: uint(&["tables", "loaded"])?,
+            tables_evicted: uint(&["tables", "evicted"])?,
+            tables_without_cfi: uint(&["tables", "without_cfi_or_unreadable"])?,
+            tables_too_big: uint(&["tables", "too_big"])?,
+        }),
+        _ => None,
+    };
     Ok(AgentSummary {
-        samples: need(num_before(wrote, " samples in"), "sample count")? as u64,
-        seconds: need(num_after(wrote, " samples in "), "duration")?,
-        distinct_stacks: need(num_before(wrote, " distinct stacks"), "distinct stacks")? as u64,
-        agent_cpu_s: need(num_after(wrote, "agent CPU "), "agent CPU")?,
-        max_rss_mib: num_after(wrote, "max RSS "),
-        ticks: count(" ticks")?,
-        idle: count(" idle")?,
-        other_processes: count(" other processes")?,
-        counted: count(" counted")?,
-        bpf_runs: bpf
-            .and_then(|l| num_before(l, " program runs"))
-            .map(|v| v as u64),
-        bpf_ns_per_run: bpf.and_then(|l| num_before(l, " ns per run")),
-        unwind: unwind.map(str::to_owned),
-        tables_loaded: unwind
-            .and_then(|l| num_after(l, "tables: "))
-            .map(|v| v as u64),
+        samples: uint(&["samples"])?,
+        seconds: float(&["elapsed_s"])?,
+        distinct_stacks: uint(&["distinct_stacks"])?,
+        agent_cpu_s: float(&["agent_cpu_s"])?,
+        max_rss_mib: at(&["max_rss_bytes"])
+            .and_then(serde_json::Value::as_u64)
+            .map(|b| b as f64 / (1024.0 * 1024.0)),
+        ticks: uint(&["kernel", "ticks"])?,
+        idle: uint(&["kernel", "idle"])?,
+        other_processes: uint(&["kernel", "filtered"])?,
+        counted: uint(&["kernel", "counted"])?,
+        bpf_runs: at(&["bpf", "runs"]).and_then(serde_json::Value::as_u64),
+        bpf_ns_per_run: at(&["bpf", "ns_per_run"]).and_then(serde_json::Value::as_f64),
+        unwind,
     })
 }
 
@@ -347,12 +372,11 @@ pub fn replace_marked(doc: &str, begin: &str, end: &str, body: &str) -> Result<S
 mod tests {
     use super::*;
 
-    const LOCAL: &str = "\
-wrote /tmp/x.folded (Folded): 524 samples in 3.0 s (174.2/s; 298 expected for one busy thread), 514 distinct stacks, agent CPU 1.08 s, max RSS 36.0 MiB
-kernel: 587 ticks, 3 idle, 60 other processes, 524 counted; stack errors: 0 user collisions, 0 user other, 0 kernel collisions, 0 kernel other; 0 lost (count map full), 0 lost (aggregation bound); 2 addresses unresolved, 0 files unreadable
-bpf: 594 program runs, 10882 ns per run (kernel.bpf_stats_enabled)
-unwind: 435 stacks by tables (119 complete, 0 truncated, 29 read faults, 0 unsupported rules, 287 no progress, 0 failed tail calls, 0 lost to a full map), 447 frames by frame pointer; tables: 21 loaded, 5 evicted, 0 without CFI or unreadable, 2 too big
-";
+    /// What `profiler-agent --summary json` printed at the end of a local run (abridged: the
+    /// parser reads only these fields).
+    const LOCAL: &str = r#"wrote /tmp/x.folded (Folded): 524 samples in 3.0 s (174.2/s; 298 expected for one busy thread), 514 distinct stacks, agent CPU 1.08 s, max RSS 36.0 MiB
+{"mode":"local","samples":524,"distinct_stacks":514,"elapsed_s":3.0,"agent_cpu_s":1.08,"max_rss_bytes":37748736,"kernel":{"ticks":587,"idle":3,"filtered":60,"counted":524,"unwind_started":435,"unwind_complete":119,"unwind_truncated":0,"unwind_frame_pointer_frames":447},"tables":{"loaded":21,"evicted":5,"without_cfi_or_unreadable":0,"too_big":2},"bpf":{"runs":594,"ns_per_run":10882.0}}
+"#;
 
     #[test]
     fn reads_every_number_of_a_local_summary() {
@@ -369,29 +393,48 @@ unwind: 435 stacks by tables (119 complete, 0 truncated, 29 read faults, 0 unsup
         assert_eq!(s.bpf_runs, Some(594));
         assert_eq!(s.bpf_ns_per_run, Some(10882.0));
         assert_eq!(s.bpf_run_time_ns(), Some(594.0 * 10882.0));
-        assert_eq!(s.tables_loaded, Some(21));
-        assert!(s.unwind.unwrap().contains("447 frames by frame pointer"));
+        assert_eq!(s.tables_loaded(), Some(21));
+        let u = s.unwind.unwrap();
+        assert_eq!(
+            (
+                u.stacks,
+                u.complete,
+                u.frame_pointer_frames,
+                u.tables_too_big
+            ),
+            (435, 119, 447, 2)
+        );
     }
 
     #[test]
     fn a_summary_without_bpf_stats_or_tables_leaves_them_empty() {
-        let text: String = LOCAL
-            .lines()
-            .filter(|l| !l.starts_with("bpf") && !l.starts_with("unwind"))
-            .map(|l| l.replace(", max RSS 36.0 MiB", "") + "\n")
-            .collect();
+        let text = LOCAL
+            .replace(
+                r#""bpf":{"runs":594,"ns_per_run":10882.0}"#,
+                r#""bpf":null"#,
+            )
+            .replace(r#""max_rss_bytes":37748736"#, r#""max_rss_bytes":null"#);
+        let text = without_tables(&text);
         let s = agent_summary(&text).unwrap();
         assert_eq!(
-            (s.bpf_runs, s.max_rss_mib, s.tables_loaded),
+            (s.bpf_runs, s.max_rss_mib, s.tables_loaded()),
             (None, None, None)
         );
         assert_eq!(s.bpf_run_time_ns(), None);
     }
 
+    fn without_tables(text: &str) -> String {
+        let start = text.find(r#""tables":{"#).unwrap();
+        let end = start + text[start..].find('}').unwrap() + 1;
+        format!("{}\"tables\":null{}", &text[..start], &text[end..])
+    }
+
     #[test]
-    fn a_run_that_failed_is_an_error_naming_the_missing_line() {
+    fn a_run_without_a_json_summary_is_an_error_naming_its_last_line() {
         let err = agent_summary("error: needs CAP_BPF\n").unwrap_err();
-        assert!(err.to_string().contains("wrote"), "{err}");
+        assert!(err.to_string().contains("needs CAP_BPF"), "{err}");
+        let export = agent_summary(r#"{"mode":"export","samples":1}"#).unwrap_err();
+        assert!(export.to_string().contains("not a local-mode"), "{export}");
     }
 
     #[test]
