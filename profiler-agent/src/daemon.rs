@@ -3,25 +3,22 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use prost::Message;
 use tokio::sync::watch;
 
 use crate::AgentError;
-use crate::aggregate::Aggregator;
 use crate::bpf::BpfSampler;
 use crate::config::{Config, ExporterKind};
-use crate::export::otlp::{self, int_kv, string_kv};
+use crate::export::attributes::common_attributes;
 use crate::export::queue::ExportQueue;
 use crate::export::sender::{self, OtlpSettings, OtlpSink, Sink};
+use crate::export::worker::{Encoder, ExportThread, Job, Window};
 use crate::metrics::{self, DropReason, Metrics};
-use crate::process::{self, ObjectFile, ProcessTable};
-use crate::profile::{self, ProcessMeta, ProfileMeta};
+use crate::process::{self, ProcessTable};
 use crate::resource::{self, ProcessResource};
 use crate::source::{RawBatch, SampleSource, SamplerStats, StackSide};
-use crate::symbolize::Symbolizer;
 use crate::telemetry;
 use crate::types::Pid;
 use crate::unwind::loader::LoaderStats;
@@ -32,59 +29,6 @@ use crate::wake::Wakeup;
 /// this bounds the re-reading for addresses that are in no mapping at all (a frame-pointer walk
 /// through code without frame pointers yields some).
 const REREAD_UNMAPPED: Duration = Duration::from_secs(10);
-
-/// Attributes every resource carries: host and user-supplied ones.
-fn common_attributes(cfg: &Config) -> Result<Vec<KeyValue>, AgentError> {
-    let host = cfg.host_name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "unknown".into(), |h| h.trim().to_string())
-    });
-    let mut attrs = vec![
-        string_kv("host.name", host),
-        string_kv("host.arch", resource::host_arch()),
-    ];
-    if let Some(text) = &cfg.resource_attributes {
-        let extra = resource::parse_otel_resource_attributes(text)
-            .map_err(|e| AgentError::Config(format!("OTEL_RESOURCE_ATTRIBUTES: {e}")))?;
-        for (k, v) in extra {
-            attrs.retain(|a| a.key != k);
-            attrs.push(string_kv(&k, v));
-        }
-    }
-    Ok(attrs)
-}
-
-fn process_attributes(r: &ProcessResource, common: &[KeyValue]) -> Vec<KeyValue> {
-    // No service.name for an undeclared container process: the collector names it from the pod
-    // (see `resource::service_name`).
-    let mut attrs: Vec<KeyValue> = r
-        .service_name
-        .iter()
-        .map(|name| string_kv("service.name", name.clone()))
-        .collect();
-    attrs.push(int_kv("process.pid", i64::from(r.pid)));
-    if let Some(name) = &r.executable_name {
-        attrs.push(string_kv("process.executable.name", name.clone()));
-    }
-    if let Some(path) = &r.executable_path {
-        attrs.push(string_kv("process.executable.path", path.clone()));
-    }
-    if let Some(id) = &r.container_id {
-        attrs.push(string_kv("container.id", id.clone()));
-    }
-    if let Some(uid) = &r.pod_uid {
-        attrs.push(string_kv("k8s.pod.uid", uid.clone()));
-    }
-    // User-supplied attributes must not override what identifies the process.
-    attrs.extend(
-        common
-            .iter()
-            .filter(|c| !attrs.iter().any(|a| a.key == c.key))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    attrs
-}
 
 fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
     Ok(match kind {
@@ -269,7 +213,6 @@ fn shutdown_deadline(signalled_at: &Mutex<Option<Instant>>, cfg: &Config) -> Ins
     from + cfg.shutdown_timeout
 }
 
-#[derive(Clone)]
 struct SampleLoop {
     cfg: Config,
     common: Vec<KeyValue>,
@@ -283,168 +226,18 @@ struct SampleLoop {
     sink_closed: Arc<AtomicBool>,
 }
 
-/// State carried between export windows.
-struct Window {
-    aggregator: Aggregator,
-    start: SystemTime,
-    began: Instant,
-}
-
-impl Window {
-    fn new() -> Self {
-        Self {
-            aggregator: Aggregator::default(),
-            start: SystemTime::now(),
-            began: Instant::now(),
-        }
-    }
-}
-
-/// One window for the export thread, with what symbolizing it needs.
-struct Job {
-    window: Window,
-    /// The window's processes (sharing the open files of the sampling thread's table).
-    processes: ProcessTable,
-    resources: HashMap<Pid, ProcessResource>,
-    /// Files no process maps any more: the symbolizer lets go of them after this window.
-    forget: Vec<Arc<ObjectFile>>,
-}
-
-/// Symbolizes and encodes windows off the sampling thread, so a slow export (a cold symbolizer,
-/// a large binary, a starved CPU) never delays a drain, nor the reaction to SIGTERM. At most one
-/// window is in progress and one waits (the channel's bound): the sampling thread only hands
-/// over a regular window when the thread is idle, and keeps aggregating otherwise.
-struct ExportThread {
-    jobs: std::sync::mpsc::SyncSender<Job>,
-    /// Requests queued for sending, one message per finished job.
-    done: std::sync::mpsc::Receiver<u64>,
-    /// Jobs handed over and not finished.
-    outstanding: usize,
-    /// Samples in those jobs (decremented by the thread as it queues them).
-    samples: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl ExportThread {
-    fn start(exporter: SampleLoop) -> Result<Self, AgentError> {
-        let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(2);
-        let (report, done) = std::sync::mpsc::channel();
-        let samples = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let pending = Arc::clone(&samples);
-        std::thread::Builder::new()
-            .name("kalypso-export".into())
-            .spawn(move || {
-                // blazesym's symbolizer stays on the thread that made it.
-                let mut symbolizer = Symbolizer::new();
-                for job in inbox {
-                    let total = job.window.aggregator.total();
-                    let requests = exporter.export(
-                        job.window,
-                        &job.processes,
-                        &job.resources,
-                        &mut symbolizer,
-                    );
-                    symbolizer.forget(&job.forget);
-                    pending.fetch_sub(total, Ordering::SeqCst);
-                    if report.send(requests).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| AgentError::Config(format!("cannot start the export thread: {e}")))?;
-        Ok(Self {
-            jobs,
-            done,
-            outstanding: 0,
-            samples,
-        })
-    }
-
-    /// Requests queued by jobs finished since the last call; an error once the thread has
-    /// died (a panic while symbolizing), which ends the agent rather than let windows pile up.
-    fn finished(&mut self) -> Result<u64, AgentError> {
-        let mut requests = 0;
-        loop {
-            match self.done.try_recv() {
-                Ok(n) => {
-                    self.outstanding -= 1;
-                    requests += n;
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(requests),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    return Err(AgentError::Config(
-                        "the export thread stopped unexpectedly".into(),
-                    ));
-                }
-            }
-        }
-    }
-
-    fn idle(&self) -> bool {
-        self.outstanding == 0
-    }
-
-    /// Hands a job over; `Err(samples)` if it could not be (the thread has died, or two jobs
-    /// are waiting already, which the callers rule out).
-    fn hand_over(&mut self, job: Job) -> Result<(), u64> {
-        let total = job.window.aggregator.total();
-        self.samples.fetch_add(total, Ordering::SeqCst);
-        if self.jobs.try_send(job).is_err() {
-            self.samples.fetch_sub(total, Ordering::SeqCst);
-            return Err(total);
-        }
-        self.outstanding += 1;
-        Ok(())
-    }
-
-    /// Waits for every job until `deadline`; returns the requests they queued, and the samples
-    /// of jobs not finished by then.
-    fn finish_by(&mut self, deadline: Instant) -> (u64, u64) {
-        let mut requests = self.finished().unwrap_or(0);
-        while self.outstanding > 0 {
-            match self
-                .done
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(n) => {
-                    self.outstanding -= 1;
-                    requests += n;
-                }
-                Err(_) => break,
-            }
-        }
-        let unfinished = if self.outstanding > 0 {
-            self.samples.load(Ordering::SeqCst)
-        } else {
-            0
-        };
-        (requests, unfinished)
-    }
-}
-
-impl Job {
-    fn new(
-        window: Window,
-        processes: &ProcessTable,
-        resources: &HashMap<Pid, ProcessResource>,
-    ) -> Self {
-        Self {
-            processes: processes.subset(window.aggregator.pids()),
-            resources: window
-                .aggregator
-                .pids()
-                .filter_map(|pid| Some((pid, resources.get(&pid)?.clone())))
-                .collect(),
-            window,
-            forget: Vec::new(),
-        }
-    }
-}
-
 impl SampleLoop {
     fn run(self, mut sampler: BpfSampler) -> Result<DaemonSummary, AgentError> {
         let mut processes = ProcessTable::default();
         let mut resources: HashMap<Pid, ProcessResource> = HashMap::new();
-        let mut exporter = ExportThread::start(self.clone())?;
+        let mut exporter = ExportThread::start(Encoder {
+            metrics: Arc::clone(&self.metrics),
+            queue: Arc::clone(&self.queue),
+            common: self.common.clone(),
+            frequency: self.cfg.frequency,
+            node_wide: self.cfg.pid.is_none(),
+            max_message_bytes: self.cfg.otlp_max_message_bytes,
+        })?;
         let mut window = Window::new();
         let mut summary = DaemonSummary::default();
         let mut last_queue_drops = self.queue.dropped();
@@ -519,7 +312,7 @@ impl SampleLoop {
                 return Ok(summary);
             }
             if stopping {
-                let w = std::mem::replace(&mut window, Window::new());
+                let w = std::mem::take(&mut window);
                 summary.requests += self.export_last(&mut exporter, w, &processes, &resources);
                 summary.exports += 1;
                 summary.target_exited = target_gone;
@@ -528,7 +321,7 @@ impl SampleLoop {
             // While the export thread is still busy with the previous window, this one stays
             // open: windows get longer, nothing is lost, and at most one waits.
             if export_due && exporter.idle() {
-                let w = std::mem::replace(&mut window, Window::new());
+                let w = std::mem::take(&mut window);
                 let mut job = Job::new(w, &processes, &resources);
                 // After the snapshot: exited processes stay in it for their last samples.
                 let forgotten = processes.forget_exited();
@@ -646,70 +439,6 @@ impl SampleLoop {
             batch.samples.retain(|s| !unwanted.contains(&s.pid));
         }
         batch
-    }
-
-    /// Symbolizes one window and queues its requests; returns how many.
-    fn export(
-        &self,
-        mut window: Window,
-        processes: &ProcessTable,
-        resources: &HashMap<Pid, ProcessResource>,
-        symbolizer: &mut Symbolizer,
-    ) -> u64 {
-        self.metrics
-            .drop_samples(DropReason::AggregationBound, window.aggregator.dropped());
-        let entries = window.aggregator.take();
-        if entries.is_empty() {
-            return 0;
-        }
-        let meta = ProfileMeta {
-            start: window.start,
-            duration: window.began.elapsed(),
-            frequency: self.cfg.frequency,
-            title: String::new(),
-            node_wide: self.cfg.pid.is_none(),
-        };
-        let profile = profile::build(entries, processes, symbolizer, &meta);
-        // Parsed symbol tables and DWARF are the bulk of the agent's memory; the per-address
-        // results stay cached for the next window.
-        symbolizer.release_parsed();
-        self.metrics.observe_symbolizer(&symbolizer.stats);
-        let resource_of = |p: &ProcessMeta| match resources.get(&p.pid) {
-            Some(r) => process_attributes(r, &self.common),
-            None => process_attributes(
-                &ProcessResource {
-                    pid: p.pid.0,
-                    service_name: Some(p.name.clone()),
-                    executable_name: p
-                        .exe
-                        .as_deref()
-                        .and_then(|e| e.rsplit('/').next())
-                        .map(str::to_owned),
-                    executable_path: p.exe.clone(),
-                    container_id: None,
-                    pod_uid: None,
-                },
-                &self.common,
-            ),
-        };
-        let (requests, too_large) =
-            otlp::build_requests(&profile, &resource_of, self.cfg.otlp_max_message_bytes);
-        self.metrics
-            .drop_samples(DropReason::StackTooLarge, too_large);
-        let count = requests.len() as u64;
-        for request in requests {
-            let samples = request
-                .resource_profiles
-                .iter()
-                .flat_map(|r| &r.scope_profiles)
-                .flat_map(|s| &s.profiles)
-                .flat_map(|p| &p.samples)
-                .map(|s| s.values.iter().sum::<i64>() as u64)
-                .sum();
-            let bytes = request.encoded_len();
-            self.queue.push(request, bytes, samples);
-        }
-        count
     }
 }
 

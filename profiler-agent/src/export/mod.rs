@@ -1,4 +1,5 @@
 //! Writing a [`Profile`](crate::profile::Profile) out: folded stacks, pprof, SVG flame graph.
+pub mod attributes;
 pub mod folded;
 pub mod otlp;
 pub mod pprof;
@@ -6,6 +7,7 @@ mod pprof_proto;
 pub mod queue;
 pub mod sender;
 pub mod svg;
+pub mod worker;
 
 use std::io::Write;
 use std::path::Path;
