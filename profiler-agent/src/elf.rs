@@ -145,6 +145,37 @@ pub fn executable_segments<'d, R: ReadRef<'d>>(data: R) -> Vec<(u64, u64, u64)> 
         .collect()
 }
 
+/// Load bias of a mapping (runtime address − object virtual address), from the executable segment
+/// (of [`executable_segments`]) holding its file offset. The kernel maps a segment from the page
+/// holding its `p_offset`, so a mapping may start before the segment's own offset: the segment
+/// is matched from that page, in the running kernel's page size. The one rule the unwind-table
+/// loader, the replay tests and the fuzz target all use.
+pub fn load_bias(segments: &[(u64, u64, u64)], start: u64, file_offset: u64) -> Option<u64> {
+    let page = page_size();
+    let (p_offset, p_vaddr, _) = segments.iter().find(|(off, _, size)| {
+        let first = off - off % page;
+        file_offset >= first && file_offset < off.saturating_add(*size)
+    })?;
+    let vaddr = file_offset.wrapping_add(p_vaddr.wrapping_sub(*p_offset));
+    Some(start.wrapping_sub(vaddr))
+}
+
+/// [`load_bias`] of a mapping of the ELF file `elf` (bytes in memory); `None` when it is not a
+/// 64-bit ELF file or no executable segment holds the offset.
+pub fn load_bias_in(elf: &[u8], start: u64, file_offset: u64) -> Option<u64> {
+    load_bias(&executable_segments(elf), start, file_offset)
+}
+
+/// The kernel's page size (4 KiB unless an arm64 kernel was built for 16 or 64 KiB pages).
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096)
+    })
+}
+
 /// [`executable_segments`] of an open file, read with `pread`.
 pub fn executable_segments_of(file: &File) -> Vec<(u64, u64, u64)> {
     executable_segments(&ReadCache::new(Pread::new(file)))

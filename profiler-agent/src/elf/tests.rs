@@ -225,3 +225,108 @@ fn the_agents_own_build_id_matches_the_gnu_note() {
     };
     assert_eq!(Some(ours.0), object_crate);
 }
+
+/// A minimal ELF64 file with the given `PT_LOAD` segments: (p_offset, p_vaddr, p_filesz,
+/// p_flags, p_align).
+pub(crate) fn elf_with_segments(segments: &[(u64, u64, u64, u32, u64)]) -> Vec<u8> {
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // ELFCLASS64
+    elf[5] = 1; // little endian
+    elf[6] = 1; // EV_CURRENT
+    elf[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes());
+    elf[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    for &(offset, vaddr, filesz, flags, align) in segments {
+        elf.extend_from_slice(&object::elf::PT_LOAD.to_le_bytes());
+        elf.extend_from_slice(&flags.to_le_bytes());
+        for v in [offset, vaddr, vaddr, filesz, filesz, align] {
+            elf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    elf
+}
+
+pub(crate) const R: u32 = object::elf::PF_R;
+pub(crate) const RX: u32 = object::elf::PF_R | object::elf::PF_X;
+
+#[test]
+fn load_bias_of_page_aligned_segments() {
+    // GNU ld -z separate-code: headers, code, rodata, each on its own page.
+    let elf = elf_with_segments(&[
+        (0, 0, 0x600, R, 0x1000),
+        (0x1000, 0x1000, 0x2345, RX, 0x1000),
+        (0x4000, 0x4000, 0x800, R, 0x1000),
+    ]);
+    let base = 0x5555_5555_4000;
+    assert_eq!(load_bias_in(&elf, base + 0x1000, 0x1000), Some(base));
+    // A non-PIE executable linked at 0x400000 maps at its link address: bias 0.
+    let exe = elf_with_segments(&[
+        (0, 0x40_0000, 0x600, R, 0x1000),
+        (0x1000, 0x40_1000, 0x2000, RX, 0x1000),
+    ]);
+    assert_eq!(load_bias_in(&exe, 0x40_1000, 0x1000), Some(0));
+    assert_eq!(
+        load_bias_in(&elf, base + 0x9000, 0x9000),
+        None,
+        "no segment there"
+    );
+    assert_eq!(load_bias_in(b"not an ELF file", base, 0), None);
+}
+
+#[test]
+fn load_bias_of_a_code_segment_sharing_a_page_with_rodata() {
+    // lld without separate-code: code starts mid-page at file offset 0x5c0 (vaddr 0x15c0); the
+    // executable mapping starts at the page holding it, file offset 0, which the read-only
+    // segment covers too.
+    let elf = elf_with_segments(&[(0, 0, 0x5c0, R, 0x1000), (0x5c0, 0x15c0, 0x900, RX, 0x1000)]);
+    let base = 0x7f00_0000_0000;
+    assert_eq!(load_bias_in(&elf, base + 0x1000, 0), Some(base));
+}
+
+#[test]
+fn load_bias_of_this_test_binary_places_a_function_at_its_symbol() {
+    let exe = std::env::current_exe().unwrap();
+    let elf = std::fs::read(&exe).unwrap();
+    let here =
+        load_bias_of_this_test_binary_places_a_function_at_its_symbol as *const () as usize as u64;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapping = crate::maps::parse(&maps)
+        .0
+        .into_iter()
+        .find(|m| (m.start..m.end).contains(&here))
+        .unwrap();
+    let bias = load_bias_in(&elf, mapping.start, mapping.offset).unwrap();
+    let file = object::File::parse(&*elf).unwrap();
+    let symbol = object::ObjectSymbol::name(
+        &object::Object::symbols(&file)
+            .find(|s| object::ObjectSymbol::address(s) == here - bias)
+            .expect("a symbol at the function's object address"),
+    )
+    .unwrap()
+    .to_string();
+    assert!(
+        symbol.contains("load_bias_of_this_test_binary_places_a_function_at_its_symbol"),
+        "{symbol}"
+    );
+}
+
+#[test]
+fn bias_from_the_segment_holding_the_offset() {
+    // A PIE: text at file offset 0x1040, vaddr 0x1040, mapped at 0x5555_5555_5000 from
+    // offset 0x1000.
+    let segments = [(0x1040, 0x1040, 0x2000)];
+    assert_eq!(
+        load_bias(&segments, 0x5555_5555_5000, 0x1000),
+        Some(0x5555_5555_4000)
+    );
+    // A non-PIE: vaddr 0x401000 at offset 0x1000, mapped where it says.
+    let segments = [(0x1000, 0x40_1000, 0x2000)];
+    assert_eq!(load_bias(&segments, 0x40_1000, 0x1000), Some(0));
+    assert_eq!(load_bias(&segments, 0x40_1000, 0x9000), None);
+}

@@ -17,7 +17,7 @@ use profiler_common::unwind::{
 };
 use profiler_common::{RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES};
 
-pub use crate::elf::executable_segments;
+pub use crate::elf::{executable_segments, load_bias};
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
 use crate::unwind::cache::{CacheError, CachedTable, TableCache};
@@ -594,19 +594,6 @@ fn cache_key(object: &ObjectFile) -> String {
         "{}_{}-{}-{size}-{mtime}",
         object.key.dev.0, object.key.dev.1, object.key.inode
     )
-}
-
-/// Load bias of a mapping (runtime address − object virtual address), from the executable segment
-/// containing its file offset. Mappings start on a page boundary, possibly before the segment's
-/// own offset, so the segment is matched page-aligned.
-pub fn load_bias(segments: &[(u64, u64, u64)], start: u64, file_offset: u64) -> Option<u64> {
-    const PAGE: u64 = 4096;
-    let (p_offset, p_vaddr, _) = segments.iter().find(|(off, _, size)| {
-        let first = off & !(PAGE - 1);
-        file_offset >= first && file_offset < off.saturating_add(*size)
-    })?;
-    let vaddr = file_offset.wrapping_add(p_vaddr.wrapping_sub(*p_offset));
-    Some(start.wrapping_sub(vaddr))
 }
 
 /// Tables waiting to be built, at most: further requests are refused and retried later.

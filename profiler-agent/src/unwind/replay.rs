@@ -6,12 +6,11 @@
 //! can be unwound again and again, in a test, without root and without a kernel. The table is
 //! reached through [`RowLookup`], so the replay does not care how rows were built or paged.
 //!
-//! [`process_mappings`] and [`load_bias`] turn `/proc/PID/maps` and the mapped ELF files into the
+//! [`process_mappings`] and [`crate::elf::load_bias`] turn `/proc/PID/maps` and the mapped ELF files into the
 //! [`ProcessMappings`] the BPF program is given.
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use object::{Object, ObjectSegment, SegmentFlags};
 use profiler_common::unwind::{
     Identity, Mapping, ProcessMappings, Regs, Stop, TABLE_PAGE_SHIFT, UnwindRow, arch, find_in,
     find_row, kind, lookup_address, step, step_frame_pointer,
@@ -238,38 +237,6 @@ impl StackSnapshot {
     }
 }
 
-/// The load bias of a mapping of `elf` at `mapping_start` from file offset `file_offset`:
-/// runtime address - ELF virtual address, from the `PT_LOAD` segment the mapping comes from
-/// (`bias = start - (p_vaddr + offset - p_offset)`).
-///
-/// A segment that does not start on a page boundary of the file is mapped from the page below
-/// its `p_offset`, where the previous segment may end: an executable segment is preferred then,
-/// as the mappings that need a bias are the executable ones. `None` when `elf` is not ELF or no
-/// segment covers the offset.
-pub fn load_bias(elf: &[u8], mapping_start: u64, file_offset: u64) -> Option<u64> {
-    let file = object::File::parse(elf).ok()?;
-    let covers = |s: &object::Segment<'_, '_>| {
-        let (p_offset, p_filesz) = s.file_range();
-        let page_start = p_offset - p_offset % s.align().max(1);
-        page_start <= file_offset && file_offset < p_offset.saturating_add(p_filesz)
-    };
-    let executable = |s: &object::Segment<'_, '_>| match s.flags() {
-        SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
-        _ => false,
-    };
-    let segments: Vec<_> = file.segments().filter(covers).collect();
-    let segment = segments
-        .iter()
-        .find(|s| executable(s))
-        .or_else(|| segments.first())?;
-    let (p_offset, _) = segment.file_range();
-    let vaddr = segment
-        .address()
-        .wrapping_add(file_offset)
-        .wrapping_sub(p_offset);
-    Some(mapping_start.wrapping_sub(vaddr))
-}
-
 /// An object's unwind table and its ELF bytes, for [`process_mappings`].
 #[derive(Clone, Copy, Debug)]
 pub struct ObjectTable<'a> {
@@ -301,7 +268,7 @@ pub fn process_mappings<'a>(
             Some(Mapping {
                 start,
                 end,
-                bias: load_bias(table.elf, start, m.offset)?,
+                bias: crate::elf::load_bias_in(table.elf, start, m.offset)?,
                 table_id: table.table_id,
                 _pad: 0,
             })
@@ -319,6 +286,7 @@ pub fn process_mappings<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::tests::{R, RX, elf_with_segments};
     use profiler_common::unwind::{MAX_MAPPINGS, TABLE_PAGE_BYTES};
 
     fn row(pc: u32, kind: u8, cfa_offset: i16, fp_offset: i16) -> UnwindRow {
@@ -593,97 +561,6 @@ mod tests {
             assert!(err.contains(needle), "{err}");
         }
         assert!(StackSnapshot::from_json("{").is_err());
-    }
-
-    /// A minimal ELF64 file with the given `PT_LOAD` segments: (p_offset, p_vaddr, p_filesz,
-    /// p_flags, p_align).
-    fn elf_with_segments(segments: &[(u64, u64, u64, u32, u64)]) -> Vec<u8> {
-        let mut elf = vec![0u8; 64];
-        elf[..4].copy_from_slice(b"\x7fELF");
-        elf[4] = 2; // ELFCLASS64
-        elf[5] = 1; // little endian
-        elf[6] = 1; // EV_CURRENT
-        elf[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
-        elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-        elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-        elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-        elf[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes());
-        elf[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
-        for &(offset, vaddr, filesz, flags, align) in segments {
-            elf.extend_from_slice(&object::elf::PT_LOAD.to_le_bytes());
-            elf.extend_from_slice(&flags.to_le_bytes());
-            for v in [offset, vaddr, vaddr, filesz, filesz, align] {
-                elf.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        elf
-    }
-
-    const R: u32 = object::elf::PF_R;
-    const RX: u32 = object::elf::PF_R | object::elf::PF_X;
-
-    #[test]
-    fn load_bias_of_page_aligned_segments() {
-        // GNU ld -z separate-code: headers, code, rodata, each on its own page.
-        let elf = elf_with_segments(&[
-            (0, 0, 0x600, R, 0x1000),
-            (0x1000, 0x1000, 0x2345, RX, 0x1000),
-            (0x4000, 0x4000, 0x800, R, 0x1000),
-        ]);
-        let base = 0x5555_5555_4000;
-        assert_eq!(load_bias(&elf, base + 0x1000, 0x1000), Some(base));
-        // A non-PIE executable linked at 0x400000 maps at its link address: bias 0.
-        let exe = elf_with_segments(&[
-            (0, 0x40_0000, 0x600, R, 0x1000),
-            (0x1000, 0x40_1000, 0x2000, RX, 0x1000),
-        ]);
-        assert_eq!(load_bias(&exe, 0x40_1000, 0x1000), Some(0));
-        assert_eq!(
-            load_bias(&elf, base + 0x9000, 0x9000),
-            None,
-            "no segment there"
-        );
-        assert_eq!(load_bias(b"not an ELF file", base, 0), None);
-    }
-
-    #[test]
-    fn load_bias_of_a_code_segment_sharing_a_page_with_rodata() {
-        // lld without separate-code: code starts mid-page at file offset 0x5c0 (vaddr 0x15c0); the
-        // executable mapping starts at the page holding it, file offset 0, which the read-only
-        // segment covers too.
-        let elf =
-            elf_with_segments(&[(0, 0, 0x5c0, R, 0x1000), (0x5c0, 0x15c0, 0x900, RX, 0x1000)]);
-        let base = 0x7f00_0000_0000;
-        assert_eq!(load_bias(&elf, base + 0x1000, 0), Some(base));
-    }
-
-    #[test]
-    fn load_bias_of_this_test_binary_places_a_function_at_its_symbol() {
-        let exe = std::env::current_exe().unwrap();
-        let elf = std::fs::read(&exe).unwrap();
-        let here = load_bias_of_this_test_binary_places_a_function_at_its_symbol as *const ()
-            as usize as u64;
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let mapping = crate::maps::parse(&maps)
-            .0
-            .into_iter()
-            .find(|m| (m.start..m.end).contains(&here))
-            .unwrap();
-        let bias = load_bias(&elf, mapping.start, mapping.offset).unwrap();
-        let file = object::File::parse(&*elf).unwrap();
-        let symbol = object::ObjectSymbol::name(
-            &object::Object::symbols(&file)
-                .find(|s| object::ObjectSymbol::address(s) == here - bias)
-                .expect("a symbol at the function's object address"),
-        )
-        .unwrap()
-        .to_string();
-        assert!(
-            symbol.contains("load_bias_of_this_test_binary_places_a_function_at_its_symbol"),
-            "{symbol}"
-        );
     }
 
     #[test]

@@ -53,18 +53,3 @@ fn tables_of_files_no_process_maps_are_kept_for_the_next_process_that_does() {
     assert!(maps.pages.is_empty());
     assert_eq!(loader.stats().chunks_in_use, 0);
 }
-
-#[test]
-fn bias_from_the_segment_holding_the_offset() {
-    // A PIE: text at file offset 0x1040, vaddr 0x1040, mapped at 0x5555_5555_5000 from
-    // offset 0x1000.
-    let segments = [(0x1040, 0x1040, 0x2000)];
-    assert_eq!(
-        load_bias(&segments, 0x5555_5555_5000, 0x1000),
-        Some(0x5555_5555_4000)
-    );
-    // A non-PIE: vaddr 0x401000 at offset 0x1000, mapped where it says.
-    let segments = [(0x1000, 0x40_1000, 0x2000)];
-    assert_eq!(load_bias(&segments, 0x40_1000, 0x1000), Some(0));
-    assert_eq!(load_bias(&segments, 0x40_1000, 0x9000), None);
-}
