@@ -7,15 +7,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use prost::bytes::Bytes;
 use tokio::sync::Notify;
 
-/// One request waiting to be sent.
+/// One request waiting to be sent, encoded once when queued: the bound counts exactly what is
+/// held, and a retry or a copy for the sender shares the bytes instead of copying a tree of
+/// messages.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub id: u64,
-    pub request: ExportProfilesServiceRequest,
-    /// Encoded size, what the bound counts.
+    /// An `ExportProfilesServiceRequest`, protobuf-encoded.
+    pub request: Bytes,
+    /// `request.len()`, what the bound counts.
     pub bytes: usize,
     pub samples: u64,
     /// When it was queued (at the end of the window it holds).
@@ -79,9 +82,10 @@ impl ExportQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a request, dropping the oldest batches while the total would exceed the bound. A
-    /// request larger than the whole bound is dropped itself.
-    pub fn push(&self, request: ExportProfilesServiceRequest, bytes: usize, samples: u64) {
+    /// Adds an encoded request, dropping the oldest batches while the total would exceed the
+    /// bound. A request larger than the whole bound is dropped itself.
+    pub fn push(&self, request: Bytes, samples: u64) {
+        let bytes = request.len();
         {
             let mut st = self.lock();
             if bytes > self.max_bytes {
@@ -114,7 +118,7 @@ impl ExportQueue {
         self.dropped_samples.fetch_add(samples, Ordering::Relaxed);
     }
 
-    /// A copy of the oldest batch, left in the queue (and in the bound) until [`Self::remove`].
+    /// The oldest batch (its bytes shared, not copied), left in the queue (and in the bound) until [`Self::remove`].
     /// Batches older than the queue's maximum age are dropped (and counted) first.
     pub fn front(&self) -> Option<Batch> {
         let mut st = self.lock();
@@ -191,16 +195,17 @@ impl ExportQueue {
 mod tests {
     use super::*;
 
-    fn req() -> ExportProfilesServiceRequest {
-        ExportProfilesServiceRequest::default()
+    /// An encoded request of `n` bytes.
+    fn req(n: usize) -> Bytes {
+        Bytes::from(vec![0u8; n])
     }
 
     #[test]
     fn drops_oldest_batch_when_full() {
         let q = ExportQueue::new(100);
-        q.push(req(), 40, 1);
-        q.push(req(), 40, 2);
-        q.push(req(), 40, 3);
+        q.push(req(40), 1);
+        q.push(req(40), 2);
+        q.push(req(40), 3);
         assert_eq!(q.len(), 2);
         assert_eq!(q.bytes(), 80);
         assert_eq!(
@@ -217,8 +222,8 @@ mod tests {
     #[test]
     fn a_batch_larger_than_the_bound_is_dropped_not_queued() {
         let q = ExportQueue::new(100);
-        q.push(req(), 40, 1);
-        q.push(req(), 101, 7);
+        q.push(req(40), 1);
+        q.push(req(101), 7);
         assert_eq!(q.len(), 1);
         assert_eq!(
             q.dropped(),
@@ -233,9 +238,9 @@ mod tests {
     #[test]
     fn batches_past_the_age_limit_are_dropped_and_counted_apart() {
         let q = ExportQueue::with_max_age(1000, Duration::from_millis(30));
-        q.push(req(), 10, 4);
+        q.push(req(10), 4);
         std::thread::sleep(Duration::from_millis(60));
-        q.push(req(), 10, 5);
+        q.push(req(10), 5);
         let front = q.front().expect("the young batch");
         assert_eq!(front.samples, 5);
         assert_eq!((q.len(), q.bytes()), (1, 10));
@@ -248,11 +253,11 @@ mod tests {
     #[test]
     fn front_stays_counted_until_removed() {
         let q = ExportQueue::new(100);
-        q.push(req(), 60, 1);
+        q.push(req(60), 1);
         let b = q.front().unwrap();
         assert_eq!(q.bytes(), 60);
         // While it is being sent, a new batch evicts it: removing it later is a no-op.
-        q.push(req(), 60, 2);
+        q.push(req(60), 2);
         assert_eq!(q.dropped().batches, 1);
         q.remove(b.id);
         assert_eq!(q.len(), 1);
@@ -262,8 +267,8 @@ mod tests {
     #[test]
     fn abandon_counts_what_is_left() {
         let q = ExportQueue::new(1000);
-        q.push(req(), 10, 4);
-        q.push(req(), 10, 5);
+        q.push(req(10), 4);
+        q.push(req(10), 5);
         assert_eq!(
             q.abandon(),
             Dropped {
@@ -282,7 +287,7 @@ mod tests {
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.wait().await });
         tokio::task::yield_now().await;
-        q.push(req(), 10, 1);
+        q.push(req(10), 1);
         waiter.await.unwrap();
     }
 }

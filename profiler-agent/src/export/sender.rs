@@ -6,10 +6,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
-use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
+use prost::Message;
+use prost::bytes::{BufMut, Bytes};
 use tokio::sync::watch;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, DecodeBuf, EncodeBuf};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -66,11 +70,14 @@ pub enum Sink {
 }
 
 impl Sink {
-    async fn send(&mut self, request: ExportProfilesServiceRequest) -> Result<(), SendError> {
+    /// Sends one encoded `ExportProfilesServiceRequest`.
+    async fn send(&mut self, request: &Bytes) -> Result<(), SendError> {
         match self {
-            Sink::Otlp(s) => s.send(request).await,
+            Sink::Otlp(s) => s.send(request.clone()).await,
             Sink::Stdout => {
-                let line = serde_json::to_string(&request)
+                let decoded = ExportProfilesServiceRequest::decode(request.clone())
+                    .map_err(|e| SendError::Permanent(e.to_string()))?;
+                let line = serde_json::to_string(&decoded)
                     .map_err(|e| SendError::Permanent(e.to_string()))?;
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{line}")
@@ -87,8 +94,56 @@ impl Sink {
 }
 
 pub struct OtlpSink {
-    client: ProfilesServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     headers: MetadataMap,
+}
+
+/// The Export method of the OTLP profiles service.
+const EXPORT_PATH: &str =
+    "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+
+/// gRPC codec for requests encoded when they were queued: their bytes go out as they are, and
+/// the response is decoded as the generated client would.
+#[derive(Clone, Copy, Debug, Default)]
+struct EncodedRequests;
+
+impl tonic::codec::Codec for EncodedRequests {
+    type Encode = Bytes;
+    type Decode = ExportProfilesServiceResponse;
+    type Encoder = EncodedRequests;
+    type Decoder = EncodedRequests;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl tonic::codec::Encoder for EncodedRequests {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for EncodedRequests {
+    type Item = ExportProfilesServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportProfilesServiceResponse>, tonic::Status> {
+        ExportProfilesServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable export response: {e}")))
+    }
 }
 
 /// Connection settings for the OTLP sink.
@@ -145,18 +200,26 @@ impl OtlpSink {
                 .map_err(|_| SinkConfigError::Header(format!("{k}={v}")))?;
             headers.insert(key, value);
         }
-        let client = ProfilesServiceClient::new(endpoint.connect_lazy())
+        let client = tonic::client::Grpc::new(endpoint.connect_lazy())
             .send_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_encoding_message_size(settings.max_message_bytes.max(1));
         Ok(Self { client, headers })
     }
 
-    async fn send(&mut self, request: ExportProfilesServiceRequest) -> Result<(), SendError> {
+    async fn send(&mut self, request: Bytes) -> Result<(), SendError> {
         let mut req = tonic::Request::new(request);
         *req.metadata_mut() = self.headers.clone();
         req.set_timeout(REQUEST_TIMEOUT);
-        match self.client.export(req).await {
+        let sent = match self.client.ready().await {
+            Ok(()) => {
+                self.client
+                    .unary(req, PathAndQuery::from_static(EXPORT_PATH), EncodedRequests)
+                    .await
+            }
+            Err(e) => Err(tonic::Status::unknown(format!("not ready: {e}"))),
+        };
+        match sent {
             Ok(response) => {
                 if let Some(partial) = response.into_inner().partial_success
                     && partial.rejected_profiles > 0
@@ -221,12 +284,12 @@ pub async fn run(
         loop {
             let limit = deadline.or(*shutdown.borrow());
             let result = match limit {
-                Some(d) => tokio::time::timeout_at(d, sink.send(batch.request.clone()))
+                Some(d) => tokio::time::timeout_at(d, sink.send(&batch.request))
                     .await
                     .unwrap_or_else(|_| {
                         Err(SendError::Transient("shutdown deadline reached".into()))
                     }),
-                None => sink.send(batch.request.clone()).await,
+                None => sink.send(&batch.request).await,
             };
             match result {
                 Ok(()) => {

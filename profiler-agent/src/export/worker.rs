@@ -109,8 +109,8 @@ impl Encoder {
                 .flat_map(|p| &p.samples)
                 .map(|s| s.values.iter().sum::<i64>() as u64)
                 .sum();
-            let bytes = request.encoded_len();
-            self.queue.push(request, bytes, samples);
+            // Encoded now, once: the queue holds bytes, and the tree of messages goes.
+            self.queue.push(request.encode_to_vec().into(), samples);
         }
         count
     }
