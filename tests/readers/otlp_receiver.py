@@ -12,7 +12,8 @@ proto field names; 64-bit integers are strings, default-valued fields are omitte
 Fault injection for the "never lose data silently" tests:
   --stall-seconds S      sleep before answering each call (a slow collector); SIGUSR1 ends the
                          stall for good: stalled calls are answered at once and later ones are
-                         not delayed (the collector recovers without a restart)
+                         not delayed (the collector recovers without a restart); a call
+                         stalled until SIGTERM is refused with UNAVAILABLE and not recorded
   --reject-first N       answer the first N calls with UNAVAILABLE (a flapping collector)
   --require-header K=V   answer calls lacking that metadata with UNAUTHENTICATED
   --max-message-bytes N  the server's receive limit (RESOURCE_EXHAUSTED above it)
@@ -51,12 +52,13 @@ def parse_header(text):
 
 
 class Receiver(profiles_service_pb2_grpc.ProfilesServiceServicer):
-    def __init__(self, out, stall_seconds, reject_first, required_headers, unstall):
+    def __init__(self, out, stall_seconds, reject_first, required_headers, unstall, stopping):
         self.out = out
         self.stall_seconds = stall_seconds
         self.reject_first = reject_first
         self.required_headers = required_headers
         self.unstall = unstall
+        self.stopping = stopping
         self.lock = threading.Lock()
         self.calls = 0
 
@@ -78,6 +80,12 @@ class Receiver(profiles_service_pb2_grpc.ProfilesServiceServicer):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, f"receiver: header {key} required")
         if self.stall_seconds > 0:
             self.stall(context)
+            # A call stalled until shutdown is refused, not recorded: the client may already have
+            # seen its deadline pass (the server learns of it a little later, so is_active() below
+            # can still be true), and a collector that is going away acknowledges nothing.
+            if self.stopping.is_set():
+                log(f"call {call}: stalled until shutdown; refused with UNAVAILABLE, not recorded")
+                context.abort(grpc.StatusCode.UNAVAILABLE, "receiver: shutting down")
         # Record only what the client will see acknowledged: a call whose deadline passed during
         # the stall is retried by the agent, and recording both copies would double-count samples.
         if not context.is_active():
@@ -129,7 +137,8 @@ def main(argv=None):
         ],
     )
     profiles_service_pb2_grpc.add_ProfilesServiceServicer_to_server(
-        Receiver(out, args.stall_seconds, args.reject_first, args.require_header, unstall), server
+        Receiver(out, args.stall_seconds, args.reject_first, args.require_header, unstall, stop),
+        server,
     )
     try:
         # Older grpcio returns 0 on failure, newer raises.
