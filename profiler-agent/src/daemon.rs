@@ -1,6 +1,5 @@
 //! Continuous mode (the DaemonSet): sample every process (or one), export every interval, never
 //! block sampling on export, and flush what is pending on SIGTERM.
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::AgentError;
 use crate::bpf::BpfSampler;
+use crate::collect::Tracker;
 use crate::config::{Config, ExporterKind};
 use crate::export::attributes::common_attributes;
 use crate::export::queue::ExportQueue;
@@ -17,18 +17,10 @@ use crate::export::sender::{self, OtlpSettings, OtlpSink, Sink};
 use crate::export::worker::{Encoder, ExportThread, Job, Window};
 use crate::metrics::{self, DropReason, Metrics};
 use crate::process::{self, ProcessTable};
-use crate::resource::{self, ProcessResource};
-use crate::source::{RawBatch, SampleSource, SamplerStats, StackSide};
+use crate::source::{SampleSource, SamplerStats};
 use crate::telemetry;
-use crate::types::Pid;
 use crate::unwind::loader::LoaderStats;
 use crate::wake::Wakeup;
-
-/// How soon a process whose samples fall outside its known mappings has them read again. The
-/// first such sample re-reads them at once (a library was loaded, the program executed another);
-/// this bounds the re-reading for addresses that are in no mapping at all (a frame-pointer walk
-/// through code without frame pointers yields some).
-const REREAD_UNMAPPED: Duration = Duration::from_secs(10);
 
 fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
     Ok(match kind {
@@ -185,24 +177,6 @@ async fn wait_for_signal(
     wake.notify();
 }
 
-/// Processes with a user frame in none of their known mappings.
-fn outside_mappings(batch: &RawBatch, processes: &ProcessTable) -> std::collections::HashSet<Pid> {
-    let mut found = std::collections::HashSet::new();
-    for sample in &batch.samples {
-        if found.contains(&sample.pid) {
-            continue;
-        }
-        let (Some(info), StackSide::Frames(frames)) = (processes.get(sample.pid), &sample.user)
-        else {
-            continue;
-        };
-        if frames.iter().any(|addr| info.mapping(*addr).is_none()) {
-            found.insert(sample.pid);
-        }
-    }
-    found
-}
-
 /// When everything must be done: `--shutdown-timeout` after the signal (or after now, when the
 /// target exited), covering the last export's symbolization as well as the sending.
 fn shutdown_deadline(signalled_at: &Mutex<Option<Instant>>, cfg: &Config) -> Instant {
@@ -228,8 +202,7 @@ struct SampleLoop {
 
 impl SampleLoop {
     fn run(self, mut sampler: BpfSampler) -> Result<DaemonSummary, AgentError> {
-        let mut processes = ProcessTable::default();
-        let mut resources: HashMap<Pid, ProcessResource> = HashMap::new();
+        let mut tracker = Tracker::new(ProcessTable::default(), self.cfg.comm_filter(), true);
         let mut exporter = ExportThread::start(Encoder {
             metrics: Arc::clone(&self.metrics),
             queue: Arc::clone(&self.queue),
@@ -255,20 +228,7 @@ impl SampleLoop {
                     &[sampler.announcements()],
                     wake_at.saturating_duration_since(Instant::now()),
                 );
-                for pid in sampler.new_processes() {
-                    if processes.refresh(pid).is_ok() {
-                        let comm = processes.get(pid).map_or(String::new(), |p| p.comm.clone());
-                        if self.cfg.wants(&comm)
-                            && let Some(info) = processes.get(pid)
-                        {
-                            sampler.update_process(info);
-                        }
-                        resources
-                            .entry(pid)
-                            .or_insert_with(|| resource::read_process_resource(pid.0, &comm));
-                    }
-                }
-                sampler.retry_tables(&processes);
+                tracker.announced(&mut sampler);
             }
             next_drain += self.cfg.drain_interval;
             let target_gone = self.cfg.pid.is_some_and(|p| !process::exists(p));
@@ -280,8 +240,7 @@ impl SampleLoop {
             let batch = sampler.drain()?;
             // Once stopping, no more unwind tables are loaded: nothing will be sampled with them,
             // and loading a large one on a starved CPU would eat into the shutdown deadline.
-            let tables = (!stopping).then_some(&mut sampler);
-            let batch = self.keep_wanted(batch, &mut processes, &mut resources, tables);
+            let batch = tracker.sampled(&mut sampler, batch, !stopping);
             summary.samples += batch.total();
             window.aggregator.add(batch);
             summary.stats = sampler.stats()?;
@@ -295,13 +254,7 @@ impl SampleLoop {
             if stopping || export_due {
                 // Quiet processes' exits (and programs executed in place) are noticed here,
                 // once per window, rather than by re-reading every process on every drain.
-                for pid in processes.revalidate() {
-                    if let Some(info) = processes.get(pid)
-                        && self.cfg.wants(&info.comm)
-                    {
-                        sampler.update_process(info);
-                    }
-                }
+                tracker.revalidate(&mut sampler);
             }
             summary.requests += exporter.finished()?;
             if stopping && self.sink_closed.load(Ordering::SeqCst) {
@@ -313,7 +266,7 @@ impl SampleLoop {
             }
             if stopping {
                 let w = std::mem::take(&mut window);
-                summary.requests += self.export_last(&mut exporter, w, &processes, &resources);
+                summary.requests += self.export_last(&mut exporter, w, &tracker);
                 summary.exports += 1;
                 summary.target_exited = target_gone;
                 return Ok(summary);
@@ -322,9 +275,9 @@ impl SampleLoop {
             // open: windows get longer, nothing is lost, and at most one waits.
             if export_due && exporter.idle() {
                 let w = std::mem::take(&mut window);
-                let mut job = Job::new(w, &processes, &resources);
+                let mut job = Job::new(w, &tracker.processes, tracker.resources());
                 // After the snapshot: exited processes stay in it for their last samples.
-                let forgotten = processes.forget_exited();
+                let forgotten = tracker.processes.forget_exited();
                 job.forget.clone_from(&forgotten.objects);
                 if let Err(samples) = exporter.hand_over(job) {
                     self.metrics.drop_samples(DropReason::ExportFailed, samples);
@@ -332,7 +285,7 @@ impl SampleLoop {
                 summary.exports += 1;
                 sampler.forget(&forgotten.pids);
                 sampler.forget_objects(&forgotten.objects);
-                resources.retain(|pid, _| processes.get(*pid).is_some());
+                tracker.retain_known();
             }
             let drops = self.queue.dropped();
             self.metrics.drop_samples(
@@ -352,6 +305,7 @@ impl SampleLoop {
             self.metrics
                 .export_queue_bytes
                 .set(self.queue.bytes() as i64);
+            let processes = &tracker.processes;
             if processes.object_denied > denied_warned {
                 // Once per new batch of refusals, not per sample: the count is cumulative.
                 if denied_warned == 0 {
@@ -373,15 +327,10 @@ impl SampleLoop {
     /// the deadline passes first, the samples not exported are counted as unsent and the agent
     /// exits on time (the kubelet would kill it at the end of the grace period anyway, losing
     /// everything).
-    fn export_last(
-        &self,
-        exporter: &mut ExportThread,
-        window: Window,
-        processes: &ProcessTable,
-        resources: &HashMap<Pid, ProcessResource>,
-    ) -> u64 {
+    fn export_last(&self, exporter: &mut ExportThread, window: Window, tracker: &Tracker) -> u64 {
         let deadline = shutdown_deadline(&self.signalled_at, &self.cfg);
-        if let Err(samples) = exporter.hand_over(Job::new(window, processes, resources)) {
+        let job = Job::new(window, &tracker.processes, tracker.resources());
+        if let Err(samples) = exporter.hand_over(job) {
             self.metrics
                 .drop_samples(DropReason::UnsentAtShutdown, samples);
         }
@@ -394,91 +343,5 @@ impl SampleLoop {
             );
         }
         requests
-    }
-
-    /// Reads the mappings of the batch's processes that need it (seen for the first time, or
-    /// sampled outside the mappings known), reads each new process's resource attributes while
-    /// it is alive, and drops samples of processes the filters exclude.
-    fn keep_wanted(
-        &self,
-        mut batch: RawBatch,
-        processes: &mut ProcessTable,
-        resources: &mut HashMap<Pid, ProcessResource>,
-        mut sampler: Option<&mut BpfSampler>,
-    ) -> RawBatch {
-        let mut pids: Vec<Pid> = batch.samples.iter().map(|s| s.pid).collect();
-        pids.sort_unstable();
-        pids.dedup();
-        let unmapped = outside_mappings(&batch, processes);
-        let mut unwanted = Vec::new();
-        for pid in pids {
-            let reread = match processes.get(pid) {
-                None => true,
-                Some(p) => {
-                    p.alive
-                        && unmapped.contains(&pid)
-                        && p.read_at.is_none_or(|at| at.elapsed() >= REREAD_UNMAPPED)
-                }
-            };
-            let fresh = reread && processes.refresh(pid).is_ok();
-            let comm = processes.get(pid).map_or("", |p| p.comm.as_str());
-            if !self.cfg.wants(comm) {
-                unwanted.push(pid);
-                continue;
-            }
-            if fresh
-                && let (Some(info), Some(sampler)) = (processes.get(pid), sampler.as_deref_mut())
-            {
-                sampler.update_process(info);
-            }
-            resources
-                .entry(pid)
-                .or_insert_with(|| resource::read_process_resource(pid.0, comm));
-        }
-        if !unwanted.is_empty() {
-            batch.samples.retain(|s| !unwanted.contains(&s.pid));
-        }
-        batch
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::RawSample;
-    use crate::types::VirtAddr;
-
-    #[test]
-    fn only_processes_sampled_outside_their_mappings_are_read_again() {
-        let me = Pid(std::process::id());
-        let mut processes = ProcessTable::default();
-        processes.refresh(me).unwrap();
-        let here = VirtAddr(
-            only_processes_sampled_outside_their_mappings_are_read_again as *const () as usize
-                as u64,
-        );
-        let sample = |pid, frames: Vec<VirtAddr>| RawSample {
-            pid,
-            thread: crate::source::ThreadName::default(),
-            user: StackSide::Frames(frames),
-            kernel: StackSide::Absent,
-            count: 1,
-        };
-        let known = RawBatch {
-            samples: vec![sample(me, vec![here])],
-        };
-        assert!(outside_mappings(&known, &processes).is_empty());
-        let unmapped = RawBatch {
-            samples: vec![
-                sample(me, vec![here]),
-                sample(me, vec![here, VirtAddr(0x10)]),
-                // Not in the table yet: read as a new process, not through this rule.
-                sample(Pid(u32::MAX - 1), vec![VirtAddr(0x10)]),
-            ],
-        };
-        assert_eq!(
-            outside_mappings(&unmapped, &processes),
-            [me].into_iter().collect()
-        );
     }
 }

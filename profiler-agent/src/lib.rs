@@ -1,9 +1,11 @@
 //! Kalypso's agent: loads the eBPF sampler, aggregates and symbolizes stacks, writes profiles.
 //!
-//! Stages, each in its own module: [`bpf`] (sampling, the only aya user) → [`record`] (drain loop)
-//! → [`aggregate`] → [`symbolize`] + [`profile`] → [`export`].
+//! Stages, each in its own module: [`bpf`] (sampling, the only aya user) → [`record`] and
+//! [`daemon`] (drain loops, sharing [`collect`]'s policy for reading processes) → [`aggregate`]
+//! → [`symbolize`] + [`profile`] → [`export`].
 pub mod aggregate;
 pub mod bpf;
+pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod debuginfo;

@@ -125,11 +125,8 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         title: format!("{title} ({:.1} s)", elapsed.as_secs_f64()),
         node_wide: cfg.pid.is_none(),
     };
-    let mut entries = aggregator.take();
-    if cfg.include_comm.is_some() || cfg.exclude_comm.is_some() {
-        entries
-            .retain(|(key, _)| cfg.wants(processes.get(key.pid).map_or("", |p| p.comm.as_str())));
-    }
+    // Samples of processes the comm filters exclude were dropped while sampling.
+    let entries = aggregator.take();
     let profile = profile::build(entries, &processes, &mut symbolizer, &meta);
     let mut writer = BufWriter::new(output.as_file());
     export::write(&profile, format, &mut writer)?;

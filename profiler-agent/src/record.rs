@@ -1,15 +1,15 @@
 //! The sampling loop: drain the source on an interval, keep process mappings fresh, aggregate,
 //! and stop on duration, Ctrl-C/SIGTERM, or the target's exit.
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::aggregate::Aggregator;
+use crate::collect::Tracker;
 use crate::config::CommFilter;
 use crate::process::{self, ProcessTable};
-use crate::source::{RawBatch, SampleSource, SamplerStats, SourceError};
+use crate::source::{SampleSource, SamplerStats, SourceError};
 use crate::types::Pid;
 
 #[derive(Clone, Debug)]
@@ -18,7 +18,8 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     pub drain_interval: Duration,
     pub progress: bool,
-    /// Processes whose unwind tables are loaded (`--include-comm` / `--exclude-comm`).
+    /// Processes whose samples are kept and unwind tables loaded (`--include-comm` /
+    /// `--exclude-comm`).
     pub filter: CommFilter,
     /// How often every live process is checked for an exit (or an exec): exited ones leave the
     /// kernel's unwinder and the announced set, so new processes take their slots.
@@ -46,16 +47,18 @@ pub struct Recording {
     pub stop: StopReason,
 }
 
-/// Samples until a stop condition, returning everything collected. Mappings of every process
-/// seen are read on each tick while it lives, so its samples symbolize after it exits.
+/// Samples until a stop condition, returning everything collected. Processes are read when
+/// first seen (and again when sampled outside their mappings, as in continuous mode:
+/// [`Tracker`]), so their samples symbolize after they exit.
 pub async fn record(
     source: &mut dyn SampleSource,
-    mut processes: ProcessTable,
+    processes: ProcessTable,
     opts: &RecordOptions,
 ) -> Result<Recording, SourceError> {
     let start = SystemTime::now();
     let began = Instant::now();
     let mut aggregator = Aggregator::default();
+    let mut tracker = Tracker::new(processes, opts.filter.clone(), false);
     let bar = progress_bar(opts);
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut ticker = tokio::time::interval(opts.drain_interval);
@@ -70,14 +73,15 @@ pub async fn record(
     let stop = loop {
         tokio::select! {
             _ = announcements.tick() => {
-                for pid in source.new_processes() {
-                    refresh(source, &mut processes, pid, &opts.filter);
-                }
-                source.retry_tables(&processes);
+                tracker.announced(source);
                 continue;
             }
             _ = revalidation.tick() => {
-                revalidate(source, &mut processes, &opts.filter);
+                // Quiet processes' exits (and programs executed in place) noticed as continuous
+                // mode does: without it a long node-wide run keeps every process it ever saw in
+                // the kernel's unwinder (1,024 slots) and announced set.
+                tracker.revalidate(source);
+                forget_exited(source, &mut tracker.processes);
                 continue;
             }
             _ = ticker.tick() => {}
@@ -86,8 +90,8 @@ pub async fn record(
             _ = recv(&mut sigterm) => break StopReason::Signal,
         }
         let batch = source.drain()?;
-        refresh_sampled(source, &mut processes, &batch, opts);
-        aggregator.add(batch);
+        aggregator.add(tracker.sampled(source, batch, true));
+        forget_exited(source, &mut tracker.processes);
         if let Some(bar) = &bar {
             bar.set_position(
                 began
@@ -106,72 +110,19 @@ pub async fn record(
     // What was counted since the last tick; stopping first makes the kernel's counters final.
     source.stop();
     let batch = source.drain()?;
-    refresh_sampled(source, &mut processes, &batch, opts);
-    aggregator.add(batch);
+    // Nothing more is sampled: no table is loaded for it.
+    aggregator.add(tracker.sampled(source, batch, false));
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     Ok(Recording {
         aggregator,
-        processes,
+        processes: tracker.processes,
         stats: source.stats()?,
         start,
         elapsed: began.elapsed(),
         stop,
     })
-}
-
-/// Re-reads the mappings of every live process in the batch (and of the target, which may have
-/// loaded libraries while it was not sampled). Processes already known to be gone are skipped.
-fn refresh_sampled(
-    source: &mut dyn SampleSource,
-    processes: &mut ProcessTable,
-    batch: &RawBatch,
-    opts: &RecordOptions,
-) {
-    let pids: BTreeSet<Pid> = batch
-        .samples
-        .iter()
-        .map(|s| s.pid)
-        .chain(opts.target)
-        .collect();
-    for pid in pids {
-        if processes.get(pid).is_none_or(|p| p.alive) {
-            // A process that exited between the sample and now keeps its last mappings.
-            refresh(source, processes, pid, &opts.filter);
-        }
-    }
-    forget_exited(source, processes);
-}
-
-/// Re-reads a process's mappings and lets the source load the unwind tables they need (for the
-/// processes the filters let through: the others' samples are dropped before the profile).
-fn refresh(
-    source: &mut dyn SampleSource,
-    processes: &mut ProcessTable,
-    pid: Pid,
-    filter: &CommFilter,
-) {
-    if processes.refresh(pid).is_ok()
-        && let Some(info) = processes.get(pid)
-        && filter.wants(&info.comm)
-    {
-        source.update_process(info);
-    }
-}
-
-/// Notices quiet processes' exits (and programs executed in place) the way continuous mode
-/// does once per window: without it, a long node-wide run keeps every process it ever saw in
-/// the kernel's unwinder (1,024 slots) and announced set.
-fn revalidate(source: &mut dyn SampleSource, processes: &mut ProcessTable, filter: &CommFilter) {
-    for pid in processes.revalidate() {
-        if let Some(info) = processes.get(pid)
-            && filter.wants(&info.comm)
-        {
-            source.update_process(info);
-        }
-    }
-    forget_exited(source, processes);
 }
 
 /// Exited processes leave the source (their unwind-table slot, the announced set); their
@@ -242,7 +193,7 @@ mod tests {
     use std::process::{Child, Command};
 
     use super::*;
-    use crate::source::{RawSample, StackSide};
+    use crate::source::{RawBatch, RawSample, StackSide};
 
     /// A source whose samples come from real processes: ours, and a child it kills after a few
     /// drains. It records what the loop asks of it.
