@@ -2,7 +2,7 @@
 //! within one drain, so the aggregator keys on the addresses themselves.
 use std::collections::HashMap;
 
-use crate::source::{RawBatch, StackSide, ThreadName};
+use crate::collect::source::{RawBatch, StackSide, ThreadName};
 use crate::types::Pid;
 
 /// Default bound on distinct stacks held between flushes. Past it, new stacks are dropped and
@@ -98,7 +98,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::RawSample;
+    use crate::collect::source::RawSample;
     use crate::types::{StackLoss, VirtAddr};
 
     fn sample(pid: u32, user: &[u64], count: u64) -> RawSample {

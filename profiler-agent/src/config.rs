@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::bpf::{SamplerOptions, UnwindMode};
+use crate::collect::bpf::{SamplerOptions, UnwindMode};
 use crate::export::Format;
 use crate::summary::SummaryFormat;
 use crate::types::Pid;

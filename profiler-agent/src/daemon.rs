@@ -8,8 +8,11 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use tokio::sync::watch;
 
 use crate::AgentError;
-use crate::bpf::BpfSampler;
-use crate::collect::Tracker;
+use crate::collect::bpf::BpfSampler;
+use crate::collect::session;
+use crate::collect::source::SamplerStats;
+use crate::collect::wake::Wakeup;
+use crate::collect::{Drained, Session, SessionOptions, StopReason, Tracker};
 use crate::config::{Config, ExporterKind};
 use crate::export::attributes::common_attributes;
 use crate::export::queue::ExportQueue;
@@ -17,10 +20,8 @@ use crate::export::sender::{self, OtlpSettings, OtlpSink, Sink};
 use crate::export::worker::{Encoder, ExportThread, Job, Window};
 use crate::metrics::{self, DropReason, Metrics};
 use crate::process::{self, ProcessTable};
-use crate::source::{SampleSource, SamplerStats};
 use crate::telemetry;
 use crate::unwind::loader::LoaderStats;
-use crate::wake::Wakeup;
 
 fn make_sink(cfg: &Config, kind: ExporterKind) -> Result<Sink, AgentError> {
     Ok(match kind {
@@ -67,13 +68,11 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
     let wake = Arc::new(
         Wakeup::new().map_err(|e| AgentError::Config(format!("cannot create an eventfd: {e}")))?,
     );
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let signals = tokio::spawn(wait_for_signal(
-        term,
+    let signals = session::watch_signals(
         Arc::clone(&stop),
         Arc::clone(&signalled_at),
         Arc::clone(&wake),
-    ));
+    );
     if let Some(pid) = cfg.pid
         && !process::exists(pid)
     {
@@ -162,21 +161,6 @@ pub async fn run(cfg: &Config, kind: ExporterKind) -> Result<DaemonSummary, Agen
     Ok(summary)
 }
 
-async fn wait_for_signal(
-    mut term: Option<tokio::signal::unix::Signal>,
-    stop: Arc<AtomicBool>,
-    signalled_at: Arc<Mutex<Option<Instant>>>,
-    wake: Arc<Wakeup>,
-) {
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
-    *signalled_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-    stop.store(true, Ordering::SeqCst);
-    wake.notify();
-}
-
 /// When everything must be done: `--shutdown-timeout` after the signal (or after now, when the
 /// target exited), covering the last export's symbolization as well as the sending.
 fn shutdown_deadline(signalled_at: &Mutex<Option<Instant>>, cfg: &Config) -> Instant {
@@ -202,7 +186,6 @@ struct SampleLoop {
 
 impl SampleLoop {
     fn run(self, mut sampler: BpfSampler) -> Result<DaemonSummary, AgentError> {
-        let mut tracker = Tracker::new(ProcessTable::default(), self.cfg.comm_filter(), true);
         let mut exporter = ExportThread::start(Encoder {
             metrics: Arc::clone(&self.metrics),
             queue: Arc::clone(&self.queue),
@@ -211,51 +194,40 @@ impl SampleLoop {
             node_wide: self.cfg.pid.is_none(),
             max_message_bytes: self.cfg.otlp_max_message_bytes,
         })?;
-        let mut window = Window::new();
         let mut summary = DaemonSummary::default();
         let mut last_queue_drops = self.queue.dropped();
         let mut denied_warned = 0u64;
-        let mut next_drain = Instant::now() + self.cfg.drain_interval;
-        // `--duration`: sampling ends then, as on SIGTERM (the last window is exported).
-        let end = self.cfg.duration.map(|d| Instant::now() + d);
+        let tracker = Tracker::new(ProcessTable::default(), self.cfg.comm_filter(), true);
+        let options = SessionOptions {
+            target: self.cfg.pid,
+            // `--duration`: sampling ends then, as on SIGTERM (the last window is exported).
+            duration: self.cfg.duration,
+            drain_interval: self.cfg.drain_interval,
+            // Once per window, just before it is exported: the exited processes found are
+            // forgotten after that window's snapshot.
+            revalidate_interval: self.cfg.export_interval,
+        };
+        let mut session = Session::new(
+            &mut sampler,
+            tracker,
+            options,
+            Arc::clone(&self.stop),
+            Arc::clone(&self.wake),
+        );
+        let mut window = Window::new();
         loop {
-            // Asleep until the next drain (or the end of `--duration`), unless the kernel
-            // announces a process (whose mappings are read at once, while it still exists), a
-            // table is built, or a signal arrives.
-            let wake_at = end.map_or(next_drain, |end| end.min(next_drain));
-            while !self.stop.load(Ordering::SeqCst) && Instant::now() < wake_at {
-                self.wake.wait(
-                    &[sampler.announcements()],
-                    wake_at.saturating_duration_since(Instant::now()),
-                );
-                tracker.announced(&mut sampler);
-            }
-            next_drain += self.cfg.drain_interval;
-            let target_gone = self.cfg.pid.is_some_and(|p| !process::exists(p));
-            let timed_out = end.is_some_and(|end| Instant::now() >= end);
-            let stopping = self.stop.load(Ordering::SeqCst) || target_gone || timed_out;
-            if stopping {
-                sampler.stop();
-            }
-            let batch = sampler.drain()?;
-            // Once stopping, no more unwind tables are loaded: nothing will be sampled with them,
-            // and loading a large one on a starved CPU would eat into the shutdown deadline.
-            let batch = tracker.sampled(&mut sampler, batch, !stopping);
+            let Drained { batch, stop } = session.drain()?;
+            let stopping = stop.is_some();
             summary.samples += batch.total();
             window.aggregator.add(batch);
-            summary.stats = sampler.stats()?;
+            summary.stats = session.source_ref().stats()?;
             self.metrics.observe_sampler(&summary.stats);
-            summary.tables = sampler.table_stats();
+            summary.tables = session.source_ref().table_stats();
             if let Some(tables) = &summary.tables {
                 self.metrics.observe_tables(tables);
             }
             self.metrics.tick();
             let export_due = window.began.elapsed() >= self.cfg.export_interval;
-            if stopping || export_due {
-                // Quiet processes' exits (and programs executed in place) are noticed here,
-                // once per window, rather than by re-reading every process on every drain.
-                tracker.revalidate(&mut sampler);
-            }
             summary.requests += exporter.finished()?;
             if stopping && self.sink_closed.load(Ordering::SeqCst) {
                 // Nowhere to send it: symbolizing the last window would be wasted work.
@@ -266,26 +238,27 @@ impl SampleLoop {
             }
             if stopping {
                 let w = std::mem::take(&mut window);
-                summary.requests += self.export_last(&mut exporter, w, &tracker);
+                summary.requests += self.export_last(&mut exporter, w, &session.tracker);
                 summary.exports += 1;
-                summary.target_exited = target_gone;
+                summary.target_exited = matches!(stop, Some(StopReason::TargetExited(_)));
                 return Ok(summary);
             }
             // While the export thread is still busy with the previous window, this one stays
             // open: windows get longer, nothing is lost, and at most one waits.
             if export_due && exporter.idle() {
                 let w = std::mem::take(&mut window);
+                let tracker = &mut session.tracker;
                 let mut job = Job::new(w, &tracker.processes, tracker.resources());
                 // After the snapshot: exited processes stay in it for their last samples.
                 let forgotten = tracker.processes.forget_exited();
+                tracker.retain_known();
                 job.forget.clone_from(&forgotten.objects);
                 if let Err(samples) = exporter.hand_over(job) {
                     self.metrics.drop_samples(DropReason::ExportFailed, samples);
                 }
                 summary.exports += 1;
-                sampler.forget(&forgotten.pids);
-                sampler.forget_objects(&forgotten.objects);
-                tracker.retain_known();
+                session.source().forget(&forgotten.pids);
+                session.source().forget_objects(&forgotten.objects);
             }
             let drops = self.queue.dropped();
             self.metrics.drop_samples(
@@ -305,7 +278,7 @@ impl SampleLoop {
             self.metrics
                 .export_queue_bytes
                 .set(self.queue.bytes() as i64);
-            let processes = &tracker.processes;
+            let processes = &session.tracker.processes;
             if processes.object_denied > denied_warned {
                 // Once per new batch of refusals, not per sample: the count is cumulative.
                 if denied_warned == 0 {

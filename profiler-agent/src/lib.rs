@@ -1,10 +1,10 @@
 //! Kalypso's agent: loads the eBPF sampler, aggregates and symbolizes stacks, writes profiles.
 //!
-//! Stages, each in its own module: [`bpf`] (sampling, the only aya user) → [`record`] and
-//! [`daemon`] (drain loops, sharing [`collect`]'s policy for reading processes) → [`aggregate`]
-//! → [`symbolize`] + [`profile`] → [`export`].
+//! Stages, each in its own module: [`collect`] (the sampler, the only aya user, and the one
+//! session loop both modes run) → [`aggregate`] → [`symbolize`] + [`profile`] → [`export`].
+//! [`local`] runs the loop and writes a file ([`record`]); [`daemon`] runs it and hands each
+//! window to export.
 pub mod aggregate;
-pub mod bpf;
 pub mod collect;
 pub mod config;
 pub mod daemon;
@@ -21,7 +21,6 @@ pub mod record;
 pub mod resource;
 pub mod seccomp;
 pub mod sigbus;
-pub mod source;
 pub mod summary;
 pub mod symbolize;
 pub mod telemetry;
@@ -29,7 +28,6 @@ pub mod telemetry;
 mod test_support;
 pub mod types;
 pub mod unwind;
-pub mod wake;
 
 use std::path::PathBuf;
 
@@ -47,9 +45,9 @@ pub enum AgentError {
     #[error("cannot tell the output format of {}: use .svg, .pb.gz, .pprof, .folded or .txt, or --format", .0.display())]
     UnknownFormat(PathBuf),
     #[error(transparent)]
-    Bpf(#[from] bpf::BpfError),
+    Bpf(#[from] collect::bpf::BpfError),
     #[error(transparent)]
-    Source(#[from] source::SourceError),
+    Source(#[from] collect::source::SourceError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
     #[error("{0}")]

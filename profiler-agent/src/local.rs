@@ -1,17 +1,22 @@
 //! One-shot profiling to a local file: `profiler-agent --pid PID --output cpu.svg`.
 use std::io::{BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use profiler_common::Stat;
 
-use crate::bpf::BpfSampler;
+use crate::collect::bpf::BpfSampler;
+use crate::collect::session::{self, REVALIDATE_INTERVAL};
+use crate::collect::source::SampleSource;
+use crate::collect::wake::Wakeup;
+use crate::collect::{SessionOptions, StopReason};
 use crate::config::Config;
 use crate::export::{self, Format};
 use crate::process::{self, ProcessTable};
 use crate::profile::{self, ProfileMeta};
-use crate::record::{self, RecordOptions, Recording, StopReason};
-use crate::source::SampleSource;
+use crate::record::{self, RecordOptions, Recording};
 use crate::symbolize::Symbolizer;
 use crate::{AgentError, telemetry};
 
@@ -80,8 +85,23 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
     {
         return Err(AgentError::NoSuchProcess(pid));
     }
+    // Wakes the sampling loop: a signal arrived, an unwind table was built.
+    let wake = Arc::new(
+        Wakeup::new().map_err(|e| AgentError::Config(format!("cannot create an eventfd: {e}")))?,
+    );
+    // Ctrl-C and SIGTERM are caught from here on, also while the sampler loads (a signal then
+    // ends the run at its first drain): the profile is still written and the temporary output
+    // file does not stay behind.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = session::watch_signals(
+        Arc::clone(&stop),
+        Arc::new(Mutex::new(None)),
+        Arc::clone(&wake),
+    );
     let output = prepare_output(&path)?;
-    let mut sampler = BpfSampler::load(cfg.sampler_options())?;
+    let mut options = cfg.sampler_options();
+    options.tables.wake = Some(Arc::clone(&wake));
+    let mut sampler = BpfSampler::load(options)?;
     // The target's unwind tables go in before sampling starts, so every sample unwinds alike.
     if let Some(pid) = cfg.pid {
         processes.refresh(pid)?;
@@ -91,14 +111,25 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
     }
     sampler.attach()?;
     let opts = RecordOptions {
-        target: cfg.pid,
-        duration: cfg.duration,
-        drain_interval: cfg.drain_interval,
+        session: SessionOptions {
+            target: cfg.pid,
+            duration: cfg.duration,
+            drain_interval: cfg.drain_interval,
+            revalidate_interval: REVALIDATE_INTERVAL,
+        },
         progress: !cfg.quiet && std::io::stderr().is_terminal(),
         filter: cfg.comm_filter(),
-        revalidate_interval: record::REVALIDATE_INTERVAL,
     };
     let title = title(cfg, &processes);
+    // The loop blocks on the sampler's descriptors in a thread of its own; signals reach it
+    // through the flag and the wakeup, as in continuous mode.
+    let (sampler, recording) = tokio::task::spawn_blocking(move || {
+        let recording = record::record(&mut sampler, processes, &opts, stop, wake);
+        (sampler, recording)
+    })
+    .await
+    .map_err(|e| AgentError::Config(format!("sampling thread failed: {e}")))?;
+    signals.abort();
     let Recording {
         mut aggregator,
         processes,
@@ -106,7 +137,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, AgentError> {
         start,
         elapsed,
         stop,
-    } = record::record(&mut sampler, processes, &opts).await?;
+    } = recording?;
     let tables = sampler.table_stats();
     let bpf_runs = sampler.run_stats();
     drop(sampler);

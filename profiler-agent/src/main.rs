@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use profiler_agent::collect::StopReason;
 use profiler_agent::config::{Config, Mode};
-use profiler_agent::record::StopReason;
 use profiler_agent::summary::{self, SummaryFormat};
 use profiler_agent::{daemon, local, telemetry};
 use tracing_subscriber::EnvFilter;

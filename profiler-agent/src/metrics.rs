@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::source::SamplerStats;
+use crate::collect::source::SamplerStats;
 use crate::symbolize::SymbolizerStats;
 use crate::unwind::loader::LoaderStats;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::aggregate::StackKey;
+use crate::collect::source::StackSide;
 use crate::process::ProcessTable;
-use crate::source::StackSide;
 pub use crate::symbolize::MappingInfo;
 use crate::symbolize::{Address, Frame, FrameKind, Frames, Symbolizer};
 use crate::types::{Pid, VirtAddr};
@@ -329,7 +329,7 @@ mod tests {
         });
         let key = StackKey {
             pid,
-            thread: crate::source::ThreadName::default(),
+            thread: crate::collect::source::ThreadName::default(),
             // Leaf first: in b; returns to the start of b (the call ended a); returns to the
             // start of a (nothing mapped before it).
             user: StackSide::Frames(vec![VirtAddr(0x2500), VirtAddr(0x2000), VirtAddr(0x1000)]),
@@ -365,7 +365,7 @@ mod tests {
         });
         let stack = |user: Vec<u64>| StackKey {
             pid,
-            thread: crate::source::ThreadName::default(),
+            thread: crate::collect::source::ThreadName::default(),
             user: StackSide::Frames(user.into_iter().map(VirtAddr).collect()),
             kernel: StackSide::Absent,
         };

@@ -1,41 +1,25 @@
-//! The sampling loop: drain the source on an interval, keep process mappings fresh, aggregate,
-//! and stop on duration, Ctrl-C/SIGTERM, or the target's exit.
-use std::time::{Duration, Instant, SystemTime};
+//! Local mode's run of the [`Session`] loop: aggregate every drain, show progress, and return
+//! everything collected when it stops (duration, Ctrl-C/SIGTERM, or the target's exit).
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::aggregate::Aggregator;
-use crate::collect::Tracker;
+use crate::collect::source::{SampleSource, SamplerStats, SourceError};
+use crate::collect::wake::Wakeup;
+use crate::collect::{Drained, Session, SessionOptions, StopReason, Tracker};
 use crate::config::CommFilter;
-use crate::process::{self, ProcessTable};
-use crate::source::{SampleSource, SamplerStats, SourceError};
-use crate::types::Pid;
+use crate::process::ProcessTable;
 
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
-    pub target: Option<Pid>,
-    pub duration: Option<Duration>,
-    pub drain_interval: Duration,
+    pub session: SessionOptions,
     pub progress: bool,
     /// Processes whose samples are kept and unwind tables loaded (`--include-comm` /
     /// `--exclude-comm`).
     pub filter: CommFilter,
-    /// How often every live process is checked for an exit (or an exec): exited ones leave the
-    /// kernel's unwinder and the announced set, so new processes take their slots.
-    pub revalidate_interval: Duration,
-}
-
-/// [`RecordOptions::revalidate_interval`] of a run, as continuous mode's export window.
-pub const REVALIDATE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Why sampling stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Duration,
-    Signal,
-    /// The target process exited, this long after sampling started.
-    TargetExited(Duration),
 }
 
 pub struct Recording {
@@ -47,107 +31,52 @@ pub struct Recording {
     pub stop: StopReason,
 }
 
-/// Samples until a stop condition, returning everything collected. Processes are read when
-/// first seen (and again when sampled outside their mappings, as in continuous mode:
-/// [`Tracker`]), so their samples symbolize after they exit.
-pub async fn record(
+/// Samples until a stop condition (`stop` is set by [`crate::collect::session::watch_signals`];
+/// `wake` ends the sleep between drains), returning everything collected. Processes are read
+/// when first seen (and again when sampled outside their mappings: [`Tracker`]), and exited
+/// ones keep their mappings, so their samples symbolize at the end.
+pub fn record(
     source: &mut dyn SampleSource,
     processes: ProcessTable,
     opts: &RecordOptions,
+    stop: Arc<AtomicBool>,
+    wake: Arc<Wakeup>,
 ) -> Result<Recording, SourceError> {
     let start = SystemTime::now();
-    let began = Instant::now();
     let mut aggregator = Aggregator::default();
-    let mut tracker = Tracker::new(processes, opts.filter.clone(), false);
     let bar = progress_bar(opts);
-    let mut sigterm = signal(SignalKind::terminate()).ok();
-    let mut ticker = tokio::time::interval(opts.drain_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = opts
-        .duration
-        .map(|d| tokio::time::Instant::from_std(began + d));
-    // Newly seen processes are read at once, so short-lived ones still symbolize.
-    let mut announcements = tokio::time::interval(Duration::from_millis(20));
-    let mut revalidation = tokio::time::interval(opts.revalidate_interval);
-    revalidation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tracker = Tracker::new(processes, opts.filter.clone(), false);
+    let mut session = Session::new(source, tracker, opts.session.clone(), stop, wake);
     let stop = loop {
-        tokio::select! {
-            _ = announcements.tick() => {
-                tracker.announced(source);
-                continue;
-            }
-            _ = revalidation.tick() => {
-                // Quiet processes' exits (and programs executed in place) noticed as continuous
-                // mode does: without it a long node-wide run keeps every process it ever saw in
-                // the kernel's unwinder (1,024 slots) and announced set.
-                tracker.revalidate(source);
-                forget_exited(source, &mut tracker.processes);
-                continue;
-            }
-            _ = ticker.tick() => {}
-            _ = sleep_until(deadline) => break StopReason::Duration,
-            _ = tokio::signal::ctrl_c() => break StopReason::Signal,
-            _ = recv(&mut sigterm) => break StopReason::Signal,
-        }
-        let batch = source.drain()?;
-        aggregator.add(tracker.sampled(source, batch, true));
-        forget_exited(source, &mut tracker.processes);
+        let Drained { batch, stop } = session.drain()?;
+        aggregator.add(batch);
+        session.release_exited();
         if let Some(bar) = &bar {
             bar.set_position(
-                began
+                session
                     .elapsed()
                     .as_secs()
                     .min(bar.length().unwrap_or(u64::MAX)),
             );
             bar.set_message(format!("{} samples", aggregator.total()));
         }
-        if let Some(pid) = opts.target
-            && !process::exists(pid)
-        {
-            break StopReason::TargetExited(began.elapsed());
+        if let Some(stop) = stop {
+            break stop;
         }
     };
-    // What was counted since the last tick; stopping first makes the kernel's counters final.
-    source.stop();
-    let batch = source.drain()?;
-    // Nothing more is sampled: no table is loaded for it.
-    aggregator.add(tracker.sampled(source, batch, false));
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let stats = session.source_ref().stats()?;
+    let elapsed = session.elapsed();
     Ok(Recording {
         aggregator,
-        processes: tracker.processes,
-        stats: source.stats()?,
+        processes: session.into_tracker().processes,
+        stats,
         start,
-        elapsed: began.elapsed(),
+        elapsed,
         stop,
     })
-}
-
-/// Exited processes leave the source (their unwind-table slot, the announced set); their
-/// mappings stay in the table for symbolizing at the end.
-fn forget_exited(source: &mut dyn SampleSource, processes: &mut ProcessTable) {
-    let exited = processes.take_exited();
-    if !exited.is_empty() {
-        source.forget(&exited);
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) {
-    match sig {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 fn progress_bar(opts: &RecordOptions) -> Option<ProgressBar> {
@@ -155,9 +84,10 @@ fn progress_bar(opts: &RecordOptions) -> Option<ProgressBar> {
         return None;
     }
     let what = opts
+        .session
         .target
         .map_or_else(|| "all processes".to_string(), |p| format!("pid {p}"));
-    let bar = match opts.duration {
+    let bar = match opts.session.duration {
         Some(d) => {
             let bar = ProgressBar::with_draw_target(
                 Some(d.as_secs().max(1)),
@@ -193,7 +123,8 @@ mod tests {
     use std::process::{Child, Command};
 
     use super::*;
-    use crate::source::{RawBatch, RawSample, StackSide};
+    use crate::collect::source::{RawBatch, RawSample, StackSide};
+    use crate::types::Pid;
 
     /// A source whose samples come from real processes: ours, and a child it kills after a few
     /// drains. It records what the loop asks of it.
@@ -202,6 +133,8 @@ mod tests {
         drains: u32,
         updated: HashSet<Pid>,
         forgotten: HashSet<Pid>,
+        stopped: bool,
+        drained_after_stop: u32,
     }
 
     impl FakeSource {
@@ -211,6 +144,8 @@ mod tests {
                 drains: 0,
                 updated: HashSet::new(),
                 forgotten: HashSet::new(),
+                stopped: false,
+                drained_after_stop: 0,
             }
         }
         fn child(&self) -> Pid {
@@ -228,9 +163,10 @@ mod tests {
     impl SampleSource for FakeSource {
         fn drain(&mut self) -> Result<RawBatch, SourceError> {
             self.drains += 1;
+            self.drained_after_stop += u32::from(self.stopped);
             let sample = |pid| RawSample {
                 pid,
-                thread: crate::source::ThreadName::default(),
+                thread: crate::collect::source::ThreadName::default(),
                 user: StackSide::Frames(vec![]),
                 kernel: StackSide::Absent,
                 count: 1,
@@ -250,7 +186,9 @@ mod tests {
         fn update_process(&mut self, process: &crate::process::ProcessInfo) {
             self.updated.extend(process.pid);
         }
-        fn stop(&mut self) {}
+        fn stop(&mut self) {
+            self.stopped = true;
+        }
         fn stats(&self) -> Result<SamplerStats, SourceError> {
             Ok(SamplerStats::default())
         }
@@ -258,26 +196,36 @@ mod tests {
 
     fn options(filter: CommFilter) -> RecordOptions {
         RecordOptions {
-            target: None,
-            duration: Some(Duration::from_millis(600)),
-            drain_interval: Duration::from_millis(20),
+            session: SessionOptions {
+                target: None,
+                duration: Some(Duration::from_millis(600)),
+                drain_interval: Duration::from_millis(20),
+                revalidate_interval: Duration::from_millis(50),
+            },
             progress: false,
             filter,
-            revalidate_interval: Duration::from_millis(50),
         }
     }
 
-    #[tokio::test]
-    async fn node_wide_local_runs_forget_processes_that_exited() {
+    fn run(source: &mut FakeSource, filter: CommFilter) -> Recording {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Wakeup::new().unwrap());
+        record(
+            source,
+            ProcessTable::default(),
+            &options(filter),
+            stop,
+            wake,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn node_wide_local_runs_forget_processes_that_exited() {
         let mut source = FakeSource::new();
         let child = source.child();
-        let recording = record(
-            &mut source,
-            ProcessTable::default(),
-            &options(CommFilter::default()),
-        )
-        .await
-        .unwrap();
+        let recording = run(&mut source, CommFilter::default());
+        assert_eq!(recording.stop, StopReason::Duration);
         assert!(source.updated.contains(&child));
         assert!(source.forgotten.contains(&child), "{:?}", source.forgotten);
         assert!(!source.forgotten.contains(&Pid(std::process::id())));
@@ -285,18 +233,49 @@ mod tests {
         assert!(recording.processes.get(child).is_some_and(|p| !p.alive));
     }
 
-    #[tokio::test]
-    async fn processes_the_comm_filters_exclude_get_no_unwind_tables() {
+    #[test]
+    fn processes_the_comm_filters_exclude_get_no_unwind_tables() {
         let mut source = FakeSource::new();
         let child = source.child();
         let filter = CommFilter {
             include: None,
             exclude: Some(regex::Regex::new("^sleep$").unwrap()),
         };
-        record(&mut source, ProcessTable::default(), &options(filter))
-            .await
-            .unwrap();
+        let mut recording = run(&mut source, filter);
         assert!(source.updated.contains(&Pid(std::process::id())));
         assert!(!source.updated.contains(&child), "{:?}", source.updated);
+        // Nor are their samples kept.
+        let pids: HashSet<Pid> = recording
+            .aggregator
+            .take()
+            .into_iter()
+            .map(|(key, _)| key.pid)
+            .collect();
+        assert_eq!(pids, [Pid(std::process::id())].into_iter().collect());
+    }
+
+    #[test]
+    fn the_stop_flag_ends_the_run_with_a_last_drain_after_the_source_stopped() {
+        let mut source = FakeSource::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Wakeup::new().unwrap());
+        let mut opts = options(CommFilter::default());
+        opts.session.duration = None;
+        // Long enough that only the flag can end the sleep before the test's own timeout.
+        opts.session.drain_interval = Duration::from_secs(600);
+        let signal = std::thread::spawn({
+            let (stop, wake) = (Arc::clone(&stop), Arc::clone(&wake));
+            move || {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                wake.notify();
+            }
+        });
+        let recording = record(&mut source, ProcessTable::default(), &opts, stop, wake).unwrap();
+        signal.join().unwrap();
+        assert_eq!(recording.stop, StopReason::Signal);
+        assert_eq!(source.drains, 1);
+        assert_eq!(source.drained_after_stop, 1);
+        assert!(recording.aggregator.total() > 0);
     }
 }

@@ -5,10 +5,10 @@ use serde_json::{Map, Value, json};
 
 use profiler_common::Stat;
 
+use crate::collect::StopReason;
+use crate::collect::source::SamplerStats;
 use crate::daemon::DaemonSummary;
 use crate::local::Outcome;
-use crate::record::StopReason;
-use crate::source::SamplerStats;
 use crate::telemetry::{self, Report};
 use crate::unwind::loader::LoaderStats;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use profiler_common::Stat;
 
-use crate::source::SamplerStats;
+use crate::collect::source::SamplerStats;
 use crate::symbolize::SymbolizerStats;
 use crate::unwind::loader::LoaderStats;
 

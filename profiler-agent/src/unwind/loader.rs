@@ -17,15 +17,15 @@ use profiler_common::unwind::{
 };
 use profiler_common::{RowChunk, UNWIND_CHUNK_ROWS, UNWIND_PAGE_ENTRIES, UNWIND_PROCESS_ENTRIES};
 
+use crate::collect::wake::Wakeup;
 pub use crate::elf::{executable_segments, load_bias};
 use crate::process::{ObjectFile, ObjectKey, ProcessInfo};
 use crate::types::Pid;
 use crate::unwind::cache::{CacheError, CachedTable, TableCache};
 pub use crate::unwind::in_memory::InMemoryMaps;
 pub use crate::unwind::layout::{ChunkAllocator, PageSpan, page_layout, split_pages};
-use crate::wake::Wakeup;
 
-/// What the loader writes to; implemented over the BPF maps by [`crate::bpf`], and in memory for
+/// What the loader writes to; implemented over the BPF maps by [`crate::collect::bpf`], and in memory for
 /// tests.
 pub trait UnwindMaps {
     fn write_chunk(&mut self, index: u32, chunk: &RowChunk) -> Result<(), String>;

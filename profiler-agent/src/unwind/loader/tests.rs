@@ -6,7 +6,7 @@ fn tables_of_files_no_process_maps_are_kept_for_the_next_process_that_does() {
     let cache = tempfile::tempdir().unwrap();
     let mut loader = TableLoader::new(
         &LoaderOptions::foreground(cache.path().to_path_buf()),
-        crate::bpf::HOST_ARCH,
+        crate::collect::bpf::HOST_ARCH,
     )
     .unwrap();
     let mut maps = InMemoryMaps::default();

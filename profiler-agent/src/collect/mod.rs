@@ -1,13 +1,20 @@
-//! What both sampling loops (local `record` and continuous `daemon`) do with what the sampler
-//! reports: one policy for when a process's mappings are read, which processes get unwind
-//! tables, whose samples are kept, and when exits are noticed.
+//! Collecting samples: the one session loop local and continuous mode share ([`session`]), and
+//! the [`Tracker`]'s policy for what it samples: when a process's mappings are read, which
+//! processes get unwind tables, whose samples are kept, and when exits are noticed.
+pub mod bpf;
+pub mod session;
+pub mod source;
+pub mod wake;
+
+pub use session::{Drained, Session, SessionOptions, StopReason};
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::collect::source::{RawBatch, SampleSource, StackSide};
 use crate::config::CommFilter;
 use crate::process::ProcessTable;
 use crate::resource::{self, ProcessResource};
-use crate::source::{RawBatch, SampleSource, StackSide};
 use crate::types::Pid;
 
 /// How soon a process whose samples fall outside its known mappings has them read again. The
@@ -165,7 +172,7 @@ fn outside_mappings(batch: &RawBatch, processes: &ProcessTable) -> HashSet<Pid> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::RawSample;
+    use crate::collect::source::RawSample;
     use crate::types::VirtAddr;
 
     #[test]
@@ -200,14 +207,17 @@ mod tests {
     struct Updates(Vec<Pid>);
 
     impl SampleSource for Updates {
-        fn drain(&mut self) -> Result<RawBatch, crate::source::SourceError> {
+        fn drain(&mut self) -> Result<RawBatch, crate::collect::source::SourceError> {
             Ok(RawBatch::default())
         }
         fn update_process(&mut self, process: &crate::process::ProcessInfo) {
             self.0.extend(process.pid);
         }
         fn stop(&mut self) {}
-        fn stats(&self) -> Result<crate::source::SamplerStats, crate::source::SourceError> {
+        fn stats(
+            &self,
+        ) -> Result<crate::collect::source::SamplerStats, crate::collect::source::SourceError>
+        {
             Ok(Default::default())
         }
     }
@@ -215,7 +225,7 @@ mod tests {
     fn sample(pid: Pid, frames: Vec<VirtAddr>) -> RawSample {
         RawSample {
             pid,
-            thread: crate::source::ThreadName::default(),
+            thread: crate::collect::source::ThreadName::default(),
             user: StackSide::Frames(frames),
             kernel: StackSide::Absent,
             count: 1,

@@ -17,10 +17,10 @@ use profiler_common::{
     names,
 };
 
-use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
-use crate::source::{
+use crate::collect::source::{
     RawBatch, RawSample, SampleSource, SamplerStats, SourceError, StackSide, ThreadName,
 };
+use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
 use crate::types::{Pid, StackLoss, VirtAddr};
 use crate::unwind::loader::{LoaderOptions, LoaderStats, TableLoader, UnwindMaps};
 
@@ -397,11 +397,6 @@ impl BpfSampler {
         }
         Ok(RawBatch { samples })
     }
-
-    /// Readable when the kernel has announced new processes (see [`SampleSource::new_processes`]).
-    pub fn announcements(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.new_processes)
-    }
 }
 
 impl SampleSource for BpfSampler {
@@ -410,6 +405,11 @@ impl SampleSource for BpfSampler {
         self.set_generation(1 - old)?;
         std::thread::sleep(FLIP_GRACE);
         Ok(self.drain_generation(old)?)
+    }
+
+    /// Readable when the kernel has announced new processes.
+    fn announcements(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(&self.new_processes))
     }
 
     fn new_processes(&mut self) -> Vec<Pid> {

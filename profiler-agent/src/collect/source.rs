@@ -1,11 +1,11 @@
-//! The sample-source seam between the sampler and the sampling loop: [`crate::bpf::BpfSampler`]
+//! The sample-source seam between the sampler and the sampling loop: [`crate::collect::bpf::BpfSampler`]
 //! is the one real source; `record`'s tests drive the loop with a fake whose samples come from
 //! real processes.
 use profiler_common::Stat;
 
 use std::sync::Arc;
 
-use crate::bpf::BpfError;
+use crate::collect::bpf::BpfError;
 use crate::process::{ObjectFile, ProcessInfo, ProcessTable};
 use crate::types::{Pid, StackLoss, VirtAddr};
 use crate::unwind::loader::LoaderStats;
@@ -90,6 +90,11 @@ pub trait SampleSource {
     /// as they are seen, so their mappings can be read before they exit.
     fn new_processes(&mut self) -> Vec<Pid> {
         Vec::new()
+    }
+    /// Readable when [`SampleSource::new_processes`] has something: the loop sleeps on it. A
+    /// source without one is only read at each drain.
+    fn announcements(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
     }
     /// Processes known to have exited: announce them again if their pid is reused.
     fn forget(&mut self, _pids: &[Pid]) {}
