@@ -238,7 +238,7 @@ fn a_block_file_reads_across_blocks_and_stays_bounded() {
         .map(|i| (i % 251) as u8)
         .collect();
     std::fs::write(&path, &data).unwrap();
-    let mut f = BlockFile::new(File::open(&path).unwrap());
+    let mut f = BlockFile::new(std::fs::File::open(&path).unwrap());
     let mut buf = vec![0u8; BLOCK_BYTES + 10];
     assert!(f.read_at(BLOCK_BYTES as u64 - 5, &mut buf));
     assert_eq!(buf, data[BLOCK_BYTES - 5..2 * BLOCK_BYTES + 5]);
