@@ -17,14 +17,11 @@ use object::read::ReadCache;
 use crate::elf::Pread;
 use crate::types::{BuildId, FileOffset, Pid};
 
-/// Where the node's `/usr/lib/debug` is first looked for: through the root of the node's init. The
-/// DaemonSet shares the host's PID namespace (as every node-wide profiler must), so PID 1 is the
-/// node's init and its root the node's filesystem. No hostPath volume is needed, and a node
-/// without the directory (an immutable OS) starts the pod all the same. On a host, outside a
-/// container, this is `/usr/lib/debug` itself.
-pub const HOST_DEBUG_DIR: &str = "/proc/1/root/usr/lib/debug";
-
-/// The node's `/usr/lib/debug` as this agent reaches it, and how it was found.
+/// The node's `/usr/lib/debug` as this agent reaches it, and how it was found: first through the
+/// root of the node's init. The DaemonSet shares the host's PID namespace (as every node-wide
+/// profiler must), so PID 1 is the node's init and its root the node's filesystem. No hostPath
+/// volume is needed, and a node without the directory (an immutable OS) starts the pod all the
+/// same. On a host, outside a container, this is `/usr/lib/debug` itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeDebugDir {
     /// `None` when no process in the node's mount namespace lets us see its root.

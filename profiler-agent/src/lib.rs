@@ -4,22 +4,25 @@
 //! session loop both modes run) → [`aggregate`] → [`symbolize`] + [`profile`] → [`export`].
 //! [`local`] runs the loop and writes a file ([`record`]); [`daemon`] runs it and hands each
 //! window to export.
-pub mod aggregate;
+//!
+//! Modules are `pub(crate)` unless the binary, the integration tests or the fuzz targets use
+//! them, so that the compiler reports what nothing calls.
+pub(crate) mod aggregate;
 pub mod collect;
 pub mod config;
 pub mod daemon;
-pub mod debuginfo;
+pub(crate) mod debuginfo;
 pub mod elf;
 pub mod export;
 pub mod gopclntab;
 pub mod local;
-pub mod maps;
-pub mod metrics;
+pub(crate) mod maps;
+pub(crate) mod metrics;
 pub mod process;
-pub mod profile;
-pub mod record;
+pub(crate) mod profile;
+pub(crate) mod record;
 pub mod resource;
-pub mod seccomp;
+pub(crate) mod seccomp;
 pub mod sigbus;
 pub mod summary;
 pub mod symbolize;
