@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(text.contains("kubepods"), "{uid:?}");
         assert!(matches!(uid.len(), 32 | 36), "{uid:?}");
         assert!(uid.bytes().all(|b| hex(b) || b == b'-'), "{uid:?}");
-        assert!(text.contains(&uid) || text.contains(&uid.replace('-', "_")), "{uid:?}");
+        assert!(
+            text.contains(&uid) || text.contains(&uid.replace('-', "_")),
+            "{uid:?}"
+        );
     }
 });

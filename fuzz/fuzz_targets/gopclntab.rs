@@ -24,15 +24,26 @@ fuzz_target!(|data: &[u8]| {
         if f.entry == f.end {
             continue;
         }
-        assert!(f.entry >= start && f.end <= end, "{f:?} outside {start:#x}..{end:#x}");
-        let found = table.find(f.entry).expect("a decoded function is found by its entry");
+        assert!(
+            f.entry >= start && f.end <= end,
+            "{f:?} outside {start:#x}..{end:#x}"
+        );
+        let found = table
+            .find(f.entry)
+            .expect("a decoded function is found by its entry");
         // Even in an unsorted (corrupt) index, the function found contains the address.
         if let Some(again) = table.func(found) {
-            assert!(again.entry <= f.entry && f.entry < again.end, "{again:?} for {f:?}");
+            assert!(
+                again.entry <= f.entry && f.entry < again.end,
+                "{again:?} for {f:?}"
+            );
         }
         let mut last = f.entry;
         let _ = table.sp_deltas(&f, &mut |s, e, _| {
-            assert!(s == last && s < e && e <= f.end, "range {s:#x}..{e:#x} after {last:#x} in {f:?}");
+            assert!(
+                s == last && s < e && e <= f.end,
+                "range {s:#x}..{e:#x} after {last:#x} in {f:?}"
+            );
             last = e;
             true
         });

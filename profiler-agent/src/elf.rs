@@ -181,5 +181,7 @@ pub fn executable_segments_of(file: &File) -> Vec<(u64, u64, u64)> {
     executable_segments(&ReadCache::new(Pread::new(file)))
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 #[cfg(test)]
 pub(crate) mod tests;

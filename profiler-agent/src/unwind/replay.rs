@@ -286,7 +286,7 @@ pub fn process_mappings<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::tests::{R, RX, elf_with_segments};
+    use crate::elf::testing::{R, RX, elf_with_segments};
     use profiler_common::unwind::{MAX_MAPPINGS, TABLE_PAGE_BYTES};
 
     fn row(pc: u32, kind: u8, cfa_offset: i16, fp_offset: i16) -> UnwindRow {
