@@ -11,32 +11,10 @@ type Stacks = Vec<(Vec<String>, u64)>;
 
 /// Stacks from `perf script`, leaf first.
 fn perf_stacks(data: &std::path::Path) -> Stacks {
-    let out = Command::new("perf")
-        .args(["script", "-F", "ip,sym", "-i"])
-        .arg(data)
-        .output()
-        .expect("perf runs (apt-get install linux-perf)");
-    assert!(
-        out.status.success(),
-        "perf script: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut stacks = Vec::new();
-    let mut current: Vec<String> = Vec::new();
-    for line in text.lines().chain(std::iter::once("")) {
-        let line = line.trim();
-        if line.is_empty() {
-            if !current.is_empty() {
-                stacks.push((std::mem::take(&mut current), 1));
-            }
-            continue;
-        }
-        // "<address> <symbol>"
-        let sym = line.split_once(' ').map_or("[unknown]", |(_, s)| s.trim());
-        current.push(sym.to_string());
-    }
-    stacks
+    perf_script_stacks(data, &[])
+        .into_iter()
+        .map(|frames| (frames, 1))
+        .collect()
 }
 
 /// Our folded stacks turned leaf first, kernel suffix removed, like perf's.

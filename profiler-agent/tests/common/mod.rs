@@ -178,40 +178,51 @@ pub fn perf_dwarf_paths(pid: u32, seconds: u32) -> BTreeMap<String, u64> {
         "perf record: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // One block per sample: an empty header line (no header fields asked for: `-p` already
-    // limits the samples to one process), then "<ip> <symbol>" per frame, leaf first.
     // --no-inline: one name per frame, the function the code belongs to, as our unwinder reports.
+    let mut paths = BTreeMap::new();
+    for mut frames in perf_script_stacks(&data, &["--no-inline"]) {
+        if let Some(main) = frames.iter().position(|f| f == "main") {
+            frames.truncate(main + 1);
+        }
+        *paths.entry(frames.join(";")).or_default() += 1;
+    }
+    paths
+}
+
+/// Every sample of a `perf record` file as its frames' symbols, leaf first, from
+/// `perf script [extra] -F ip,sym`. Samples without frames are skipped.
+pub fn perf_script_stacks(data: &Path, extra: &[&str]) -> Vec<Vec<String>> {
     let out = Command::new("perf")
-        .args(["script", "--no-inline", "-F", "ip,sym", "-i"])
-        .arg(&data)
+        .arg("script")
+        .args(extra)
+        .args(["-F", "ip,sym", "-i"])
+        .arg(data)
         .output()
-        .expect("perf runs");
+        .expect("perf runs (apt-get install linux-perf)");
     assert!(
         out.status.success(),
         "perf script: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut paths = BTreeMap::new();
-    let mut frames: Vec<&str> = Vec::new();
+    // One block per sample: an empty header line (no header fields asked for), then
+    // "<ip> <symbol>" per frame, leaf first.
+    let mut stacks = Vec::new();
+    let mut frames = Vec::new();
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines().chain(std::iter::once("")) {
         let line = line.trim();
         if line.is_empty() {
-            if let Some(main) = frames.iter().position(|f| *f == "main") {
-                frames.truncate(main + 1);
-            }
             if !frames.is_empty() {
-                *paths.entry(frames.join(";")).or_default() += 1;
+                stacks.push(std::mem::take(&mut frames));
             }
-            frames.clear();
             continue;
         }
-        frames.push(
-            line.split_once(' ')
-                .map_or("[unknown]", |(_, sym)| sym.trim()),
-        );
+        let symbol = line
+            .split_once(' ')
+            .map_or("[unknown]", |(_, sym)| sym.trim());
+        frames.push(symbol.to_string());
     }
-    paths
+    stacks
 }
 
 /// A running workload, killed when dropped.
