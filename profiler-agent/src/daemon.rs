@@ -203,8 +203,8 @@ impl SampleLoop {
             // `--duration`: sampling ends then, as on SIGTERM (the last window is exported).
             duration: self.cfg.duration,
             drain_interval: self.cfg.drain_interval,
-            // Once per window, just before it is exported: the exited processes found are
-            // forgotten after that window's snapshot.
+            // On the windows' clock (the same interval, from the same start): the exited
+            // processes found are forgotten after the next window's snapshot.
             revalidate_interval: self.cfg.export_interval,
         };
         let mut session = Session::new(

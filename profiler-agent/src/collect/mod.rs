@@ -84,17 +84,18 @@ impl Tracker {
             let reread = match self.processes.get(pid) {
                 None => true,
                 Some(p) => {
-                    p.alive
+                    let due = p.alive
                         && unmapped.contains(&pid)
                         && self
                             .unmapped_reread
                             .get(&pid)
-                            .is_none_or(|at| at.elapsed() >= REREAD_UNMAPPED)
+                            .is_none_or(|at| at.elapsed() >= REREAD_UNMAPPED);
+                    if due {
+                        self.unmapped_reread.insert(pid, Instant::now());
+                    }
+                    due
                 }
             };
-            if reread && self.processes.get(pid).is_some() {
-                self.unmapped_reread.insert(pid, Instant::now());
-            }
             let fresh = reread && self.processes.refresh(pid).is_ok();
             if !self.keep(source, pid, fresh && load_tables) {
                 unwanted.insert(pid);
